@@ -1,0 +1,120 @@
+"""Invalidation on unmap: the iotlb gather and the dma-iommu flush queues.
+
+Gather (include/linux/iommu.h, v6.12): iommu_iotlb_gather_add_page() syncs
+early when a page is disjoint from the gathered range or of another size;
+iommu_iotlb_sync() hands the range to the driver and resets the gather.
+Gather array g: start, end, pgsize, freelist pages, freelist charged pages.
+
+Flush queues (drivers/iommu/dma-iommu.c, v6.7+): per domain and CPU a ring of
+fq_size slots (one kept empty, fq_full()); queue_iova() first releases
+entries an earlier flush covered (fq_ring_free_locked), flushes the domain
+when the ring is full, and arms the fq timer (fq_timeout) if it is off. The
+timer flushes the domain and releases every CPU's ring, on the CPU that armed
+it. A flush is flush_iotlb_all between fq_flush_start_cnt and
+fq_flush_finish_cnt; an entry is released once its counter is below the
+finish count: its IOVA goes to free_iova_fast() and its page-table pages are
+freed.
+"""
+
+from numba import njit
+
+from harness.core import iova
+from harness.core import layout as L
+from harness.core import pages
+from harness.core import timers
+from harness.vendors import vtd
+
+G_START, G_END, G_PGSIZE, G_FL, G_FL_CHARGED = 0, 1, 2, 3, 4
+
+
+@njit(cache=True, inline="always")
+def gather_init(g):
+    g[G_START] = L.NEVER
+    g[G_END] = 0
+    g[G_PGSIZE] = 0
+    g[G_FL] = 0
+    g[G_FL_CHARGED] = 0
+
+
+@njit(cache=True, inline="always")
+def iotlb_sync(S, d, g):
+    """iommu_iotlb_sync() -> intel_iommu_tlb_sync(): flush the range (IH when
+    the freelist is empty), then free the freelist."""
+    S.C[L.C_IOTLB_SYNCS] += 1
+    vtd.flush_range(S, d, g[G_START], g[G_END], g[G_FL] == 0)
+    pages.put_list(S, g[G_FL], g[G_FL_CHARGED])
+    gather_init(g)
+
+
+@njit(cache=True, inline="always")
+def gather_add_page(S, d, g, iova_, size):
+    end = iova_ + size - 1
+    disjoint = g[G_END] != 0 and (end + 1 < g[G_START] or iova_ > g[G_END] + 1)
+    if (g[G_PGSIZE] and g[G_PGSIZE] != size) or disjoint:
+        iotlb_sync(S, d, g)
+    g[G_PGSIZE] = size
+    g[G_START] = min(g[G_START], iova_)
+    g[G_END] = max(g[G_END], end)
+
+
+@njit(cache=True)
+def fq_flush_iotlb(S, d):
+    """fq_flush_iotlb(): flush_iotlb_all between the start and finish counts;
+    ends the stale window of every page unmapped in this domain so far."""
+    S.D[d, L.D_FQ_START] += 1
+    vtd.flush_all(S, d)
+    S.D[d, L.D_FQ_FINISH] += 1
+    S.C[L.C_STALE_PAGE_NS] += S.G[L.G_NOW] * S.D[d, L.D_PEND_PAGES] - S.D[d, L.D_PEND_PAGETS]
+    S.D[d, L.D_PEND_PAGES] = 0
+    S.D[d, L.D_PEND_PAGETS] = 0
+
+
+@njit(cache=True, inline="always")
+def fq_ring_free(S, d, qcpu, cpu):
+    """fq_ring_free_locked() of CPU qcpu's ring, running on CPU cpu."""
+    size = S.P[L.P_FQ_SIZE]
+    head = S.fqh[d, qcpu, 0]
+    tail = S.fqh[d, qcpu, 1]
+    while head != tail:
+        e = S.fq[d, qcpu, head]
+        if e[L.FQ_COUNTER] >= S.D[d, L.D_FQ_FINISH]:
+            break
+        if e[L.FQ_NODE] != -1:
+            iova.free_iova_fast(S, d, cpu, e[L.FQ_NODE], e[L.FQ_PAGES])
+        pages.put_list(S, e[L.FQ_PT], e[L.FQ_PT_CHARGED])
+        head = (head + 1) % size
+    S.fqh[d, qcpu, 0] = head
+
+
+@njit(cache=True, inline="always")
+def queue_iova(S, d, cpu, node, npages, g):
+    """queue_iova(): defer the IOVA and the gather freelist to the flush queue."""
+    size = S.P[L.P_FQ_SIZE]
+    fq_ring_free(S, d, cpu, cpu)
+    if (S.fqh[d, cpu, 1] + 1) % size == S.fqh[d, cpu, 0]:
+        S.C[L.C_FQ_FLUSH_FULL] += 1
+        fq_flush_iotlb(S, d)
+        fq_ring_free(S, d, cpu, cpu)
+    tail = S.fqh[d, cpu, 1]
+    e = S.fq[d, cpu, tail]
+    e[L.FQ_NODE] = node
+    e[L.FQ_PAGES] = npages
+    e[L.FQ_COUNTER] = S.D[d, L.D_FQ_START]
+    e[L.FQ_PT] = g[G_FL]
+    e[L.FQ_PT_CHARGED] = g[G_FL_CHARGED]
+    S.fqh[d, cpu, 1] = (tail + 1) % size
+    S.C[L.C_FQ_QUEUED] += 1
+    if S.D[d, L.D_FQ_TIMER] == L.NEVER:
+        S.D[d, L.D_FQ_TIMER_CPU] = cpu
+        timers.arm(S, d, L.D_FQ_TIMER, S.G[L.G_NOW] + S.P[L.P_FQ_TIMEOUT])
+
+
+@njit(cache=True)
+def fq_flush_timeout(S, d):
+    """fq_flush_timeout(): flush, then release every CPU's ring."""
+    S.D[d, L.D_FQ_TIMER] = L.NEVER
+    S.C[L.C_FQ_FLUSH_TIMEOUT] += 1
+    fq_flush_iotlb(S, d)
+    cpu = S.D[d, L.D_FQ_TIMER_CPU]
+    for q in range(S.fqh.shape[1]):
+        fq_ring_free(S, d, q, cpu)

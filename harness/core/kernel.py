@@ -1,0 +1,231 @@
+"""The compiled event loop: one pass over a batch of trace columns.
+
+Per event: fire due timers, then the DMA-API or IOMMU-API map/unmap path of
+the domain core (drivers/iommu/dma-iommu.c, v6.12: __iommu_dma_map,
+__iommu_dma_unmap) or a device access translated page by page through the
+IOTLB, paging-structure caches and page walker. The loop stops early when a
+pool needs growing (the caller grows it and resumes) or on bad input.
+"""
+
+import numpy as np
+from numba import njit
+
+from harness.core import flush, iotlb, iova, pagetable, pages, timers
+from harness.core import layout as L
+from harness.core.borrow import borrowed
+from harness.trace import schema as ts
+
+FLAG_ATOMIC = ts.FLAG_ATOMIC
+FLAG_IOMMU_API = ts.FLAG_IOMMU_API
+NO_HANDLE = ts.NO_HANDLE
+OP_MAP = ts.OP_MAP
+OP_UNMAP = ts.OP_UNMAP
+
+
+@njit(cache=True, inline="always")
+def _gfp(S, flags):
+    """(gfp kind, charged) of a page-table allocation under the run's policy."""
+    policy = S.P[L.P_GFP]
+    account = 1 if policy == L.GFP_POLICY_KERNEL_ACCOUNT else 0
+    if policy == L.GFP_POLICY_ATOMIC or flags & FLAG_ATOMIC:
+        return L.GFP_ATOMIC, account
+    if account:
+        return L.GFP_KERNEL_ACCOUNT, 1
+    return L.GFP_KERNEL, 0
+
+
+@njit(cache=True)
+def _init_domain(S, d):
+    """Domain allocation at first use: root table (process context) and iovad."""
+    account = S.P[L.P_GFP] == L.GFP_POLICY_KERNEL_ACCOUNT
+    S.D[d, L.D_ROOT] = pages.alloc(S, L.GFP_KERNEL_ACCOUNT if account else L.GFP_KERNEL,
+                                   1 if account else 0)
+    iova.init_domain(S, d)
+    S.C[L.C_DOMAINS] += 1
+
+
+@njit(cache=True)
+def _fire_timers(S, now):
+    while True:
+        t, d, f = timers.earliest(S)
+        S.G[L.G_NEXT_TIMER] = t
+        if t > now:
+            return
+        S.G[L.G_NOW] = t
+        if f == L.D_FQ_TIMER:
+            flush.fq_flush_timeout(S, d)
+        else:
+            iova.depot_work(S, d, f - L.D_DEPOT_TIMER)
+
+
+@njit(cache=True, inline="always")
+def _map(S, d, cpu, h, iova_rec, paddr, size, flags):
+    H = S.H
+    if H[h, L.H_STATE] == L.HS_MAPPED:
+        return L.ST_MAP_LIVE
+    S.C[L.C_MAPS] += 1
+    S.C[L.C_BYTES_MAPPED] += size
+    H[h, L.H_SIZE] = size
+    H[h, L.H_NODE] = -1
+    H[h, L.H_API] = 1 if flags & FLAG_IOMMU_API else 0
+    H[h, L.H_STATE] = L.HS_FAILED
+    H[h, L.H_DMA] = 0
+    if flags & FLAG_IOMMU_API:
+        off = 0
+        length = size
+        base = iova_rec
+        if (iova_rec | paddr | size) & 4095:
+            S.C[L.C_MAP_EINVAL] += 1
+            return L.ST_DONE
+    else:
+        off = paddr & 4095
+        length = (size + off + 4095) & ~4095
+        if iova_rec == 0:
+            n = iova.dma_alloc_iova(S, d, cpu, length >> 12)
+            if n == -1:
+                return L.ST_DONE
+            base = S.nodes[n, iova.LO] << 12
+            H[h, L.H_NODE] = n
+            H[h, L.H_PAGES] = length >> 12
+        else:
+            if (iova_rec & 4095) != off:
+                S.C[L.C_MAP_EINVAL] += 1
+                return L.ST_DONE
+            base = iova_rec - off
+    gfp, charge = _gfp(S, flags)
+    pagetable.iommu_map(S, d, base, paddr - off, length, gfp, charge)
+    H[h, L.H_STATE] = L.HS_MAPPED
+    H[h, L.H_DMA] = base + off
+    H[h, L.H_BASE] = base
+    H[h, L.H_LEN] = length
+    return L.ST_DONE
+
+
+@njit(cache=True, inline="always")
+def _unmap(S, d, cpu, h, size):
+    H = S.H
+    st = H[h, L.H_STATE]
+    if st == L.HS_NONE or st == L.HS_UNMAPPED:
+        return L.ST_UNMAP_UNKNOWN
+    if size != H[h, L.H_SIZE]:
+        return L.ST_UNMAP_SIZE
+    S.C[L.C_UNMAPS] += 1
+    H[h, L.H_STATE] = L.HS_UNMAPPED
+    if st == L.HS_FAILED:
+        return L.ST_DONE
+    base = H[h, L.H_BASE]
+    length = H[h, L.H_LEN]
+    queued = S.P[L.P_LAZY] != 0 and H[h, L.H_API] == 0
+    g = S.gather
+    flush.gather_init(g)
+    fl = g[flush.G_FL:flush.G_FL + 2]
+    bitmap = S.P[L.P_PGSIZE_BITMAP]
+    it = base
+    done = 0
+    while done < length:
+        pgsize, count = pagetable.iommu_pgsize(bitmap, it, it, length - done)
+        got = pagetable.intel_unmap(S, d, it, pgsize * count, fl)
+        if not queued:
+            flush.gather_add_page(S, d, g, it, got)
+        it += got
+        done += got
+    if not queued:
+        flush.iotlb_sync(S, d, g)
+        if H[h, L.H_NODE] != -1:
+            iova.free_iova_fast(S, d, cpu, H[h, L.H_NODE], H[h, L.H_PAGES])
+        return L.ST_DONE
+    npages = length >> 12
+    iotlb.range_apply(S, d, base >> 12, npages, 1)
+    S.D[d, L.D_PEND_PAGES] += npages
+    S.D[d, L.D_PEND_PAGETS] += npages * S.G[L.G_NOW]
+    flush.queue_iova(S, d, cpu, H[h, L.H_NODE], H[h, L.H_PAGES], g)
+    return L.ST_DONE
+
+
+@njit(cache=True, inline="always")
+def _translate(S, d, va):
+    S.C[L.C_LOOKUPS] += 1
+    r = iotlb.lookup(S, d, va)
+    if r:
+        S.C[L.C_IOTLB_HITS] += 1
+        if r == 2:
+            S.C[L.C_STALE_HITS] += 1
+        return
+    S.C[L.C_IOTLB_MISSES] += 1
+    levels = S.P[L.P_LEVELS]
+    start = levels + 1
+    for level in range(2, levels + 1):
+        if S.P[L.P_PSC_WAYS + level] == 0:
+            continue
+        if iotlb.psc_lookup(S, d, level, va):
+            S.C[L.C_PSC_L2_HITS + 2 * (level - 2)] += 1
+            start = level
+            break
+        S.C[L.C_PSC_L2_MISSES + 2 * (level - 2)] += 1
+    stop, leaf = pagetable.walk(S, d, va)
+    S.C[L.C_WALK_READS] += max(1, start - stop)
+    for level in range(stop + 1, start):
+        iotlb.psc_fill(S, d, level, va)
+    if leaf == 0:
+        S.C[L.C_FAULTS] += 1
+    else:
+        iotlb.fill(S, d, va, leaf)
+
+
+@njit(cache=True, inline="always")
+def _access(S, d, h, iova_abs, offset, size):
+    S.C[L.C_ACCESSES] += 1
+    S.C[L.C_BYTES_ACCESSED] += size
+    if h != NO_HANDLE:
+        st = S.H[h, L.H_STATE]
+        if st == L.HS_NONE:
+            return L.ST_ACCESS_UNKNOWN
+        if st == L.HS_UNMAPPED:
+            S.C[L.C_LATE_ACCESSES] += 1
+        addr = S.H[h, L.H_DMA] + offset
+    else:
+        addr = iova_abs
+    for pfn in range(addr >> 12, ((addr + size - 1) >> 12) + 1):
+        _translate(S, d, pfn << 12)
+    return L.ST_DONE
+
+
+@njit(cache=True, inline="always")
+def _tables_needed(S, length):
+    """Upper bound on tables one map (and its superpage switches) allocates."""
+    n = 1
+    for level in range(2, S.P[L.P_LEVELS] + 1):
+        n += (length >> (12 + 9 * (level - 1))) + 2
+    return n
+
+
+@njit(cache=True)
+def run_batch(S0, ts_, op, cpu, dom, handle, iova_, paddr, size, offset, flags, start):
+    """Process rows start.. of a batch; returns (status, row)."""
+    S = borrowed(S0)
+    for i in range(start, len(op)):
+        d = dom[i]
+        o = op[i]
+        need = _tables_needed(S, size[i] + 4096) if o == OP_MAP else 1
+        if (S.G[L.G_PT_FREE] < need + S.P[L.P_LEVELS] or S.G[L.G_NODE_FREE] < 4
+                or S.G[L.G_MAG_FREE] < S.P[L.P_MAG_MARGIN]):
+            return L.ST_GROW, i
+        t = np.int64(ts_[i])
+        if t >= S.G[L.G_NEXT_TIMER]:
+            _fire_timers(S, t)
+        S.G[L.G_NOW] = t
+        if S.D[d, L.D_ROOT] == 0:
+            _init_domain(S, d)
+        S.C[L.C_EVENTS] += 1
+        h = np.int64(handle[i])
+        c = np.int64(cpu[i])
+        f = np.int64(flags[i])
+        if o == OP_MAP:
+            st = _map(S, d, c, h, np.int64(iova_[i]), np.int64(paddr[i]), np.int64(size[i]), f)
+        elif o == OP_UNMAP:
+            st = _unmap(S, d, c, h, np.int64(size[i]))
+        else:
+            st = _access(S, d, h, np.int64(iova_[i]), np.int64(offset[i]), np.int64(size[i]))
+        if st != L.ST_DONE:
+            return st, i
+    return L.ST_DONE, len(op)

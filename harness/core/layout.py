@@ -1,0 +1,112 @@
+"""Index constants shared by the compiled kernel and the Python side.
+
+Numba freezes module-level integers as compile-time constants, so the kernel
+reads parameters, global state and per-domain state by these names.
+"""
+
+from harness.metrics import COUNTER_INDEX
+
+# Counter slots: C_<NAME> for every counter in harness.metrics.COUNTERS.
+globals().update({f"C_{name.upper()}": idx for name, idx in COUNTER_INDEX.items()})
+
+# Model/run parameters (int64 vector P).
+P_LEVELS = 0           # page-table levels
+P_PGSIZE_BITMAP = 1    # domain->pgsize_bitmap
+P_IOTLB_SETS = 2
+P_IOTLB_WAYS = 3
+P_MAMV = 4             # VT-d CAP.MAMV: largest PSI address mask
+P_INV_BATCH = 5        # descriptors per invalidation-queue submission
+P_FQ_SIZE = 6          # flush-queue slots per CPU
+P_FQ_TIMEOUT = 7       # ns
+P_MAG_SIZE = 8         # IOVA_MAG_SIZE
+P_DEPOT_DELAY = 9      # ns
+P_PCI32 = 10           # try the 32-bit IOVA window first (PCI SAC trick)
+P_DMA_LIMIT_PFN = 11   # min(dma mask, aperture end) >> 12
+P_LAZY = 12            # 0 strict (DMA), 1 lazy (DMA_FQ)
+P_GFP = 13             # GFP_POLICY_*
+P_NCPU = 14            # num_online_cpus
+P_MAG_MARGIN = 15      # free magazines the kernel keeps in reserve before an event
+P_PSC_SETS = 16        # + level (2..5)
+P_PSC_WAYS = 22        # + level (2..5)
+NUM_PARAMS = 28
+
+GFP_POLICY_ATOMIC = 0
+GFP_POLICY_KERNEL = 1
+GFP_POLICY_KERNEL_ACCOUNT = 2
+GFP_POLICIES = {"atomic": GFP_POLICY_ATOMIC, "kernel": GFP_POLICY_KERNEL,
+                "kernel-account": GFP_POLICY_KERNEL_ACCOUNT}
+FLUSH_MODES = {"strict": 0, "lazy": 1}
+
+# gfp kinds an allocation is counted under.
+GFP_ATOMIC = 0
+GFP_KERNEL = 1
+GFP_KERNEL_ACCOUNT = 2
+
+# Global scalar state (int64 vector G).
+G_CLOCK = 0            # LRU stamp source
+G_NOW = 1              # current time, ns
+G_NEXT_TIMER = 2       # earliest armed timer deadline
+G_PT_FREE = 3          # free page-table slots on the stack
+G_NODE_FREE = 4        # free IOVA nodes on the stack
+G_MAG_FREE = 5         # free magazines on the stack
+G_PT_PENDING = 6       # page-table pages on a freelist awaiting invalidation
+G_CHARGED = 8          # bytes charged to the memory cgroup
+G_PT_LIVE = 9          # page-table pages allocated and not freed
+G_IOTLB_LVL = 10       # + level-1: live IOTLB entries per page size
+NUM_GLOBALS = 16
+
+NEVER = 1 << 62        # timer not armed; also the IOVA anchor pfn
+
+# Per-domain state (int64 matrix D[domain, field]).
+D_ROOT = 0             # root table slot, 0 before the domain exists
+D_ANCHOR = 1           # IOVA anchor node (pfn IOVA_ANCHOR)
+D_CACHED = 2           # iovad->cached_node
+D_CACHED32 = 3         # iovad->cached32_node
+D_MAX32 = 4            # iovad->max32_alloc_size
+D_PCI32 = 5            # dev->iommu->pci_32bit_workaround
+D_FQ_TIMER = 6         # flush-queue timer deadline
+D_FQ_TIMER_CPU = 7     # CPU whose mod_timer armed it (the timer runs there)
+D_FQ_START = 8         # fq_flush_start_cnt
+D_FQ_FINISH = 9        # fq_flush_finish_cnt
+D_PEND_PAGES = 10      # unmapped pages not yet invalidated
+D_PEND_PAGETS = 11     # sum of pages * unmap time over them
+D_DEPOT = 12           # + size class: depot head magazine (-1 empty)
+D_DEPOT_SIZE = 18      # + size class
+D_DEPOT_TIMER = 24     # + size class: depot worker deadline
+NUM_DOMAIN_FIELDS = 30
+
+IOVA_RANGE_CACHE_MAX_SIZE = 6  # rcache size classes: 1..32 pages
+
+# Handle table (int64 matrix H[handle, field]).
+H_STATE = 0            # HS_*
+H_DMA = 1              # DMA address the device uses (iova + offset in page)
+H_SIZE = 2             # bytes mapped
+H_NODE = 3             # IOVA node allocated for it, -1 when recorded/IOMMU API
+H_PAGES = 4            # iova pages (size >> shift) passed to the free path
+H_API = 5              # 1 for IOMMU-API mappings
+H_BASE = 6             # page-aligned iova actually mapped
+H_LEN = 7              # page-aligned bytes actually mapped
+NUM_HANDLE_FIELDS = 8
+HS_NONE = 0
+HS_MAPPED = 1
+HS_UNMAPPED = 2
+HS_FAILED = 3          # the map returned an error
+
+# Flush-queue entry fields (fq[domain, cpu, slot, field]).
+FQ_NODE = 0
+FQ_PAGES = 1
+FQ_COUNTER = 2
+FQ_PT = 3              # freelist pages
+FQ_PT_CHARGED = 4
+NUM_FQ_FIELDS = 5
+
+# run_batch status codes.
+ST_DONE = 0
+ST_GROW = 1            # a pool ran low: grow it and resume at the returned row
+ST_UNMAP_UNKNOWN = 2
+ST_MAP_LIVE = 3
+ST_UNMAP_SIZE = 4
+ST_ACCESS_UNKNOWN = 5
+
+PT_ENTRIES = 512
+PAGE_SHIFT = 12

@@ -1,0 +1,70 @@
+"""Page-table page allocation and freeing, with gfp kinds and memcg charges.
+
+Follows iommu-pages (drivers/iommu/iommu-pages.h, v6.11+): zeroed pages
+counted in nr_iommu_pages/SecPageTables; pages a table walk unlinks go on the
+gather freelist and are freed only after their IOTLB invalidation
+(iommu_put_pages_list after iotlb_sync, or when the flush-queue entry that
+carries them is released). GFP_KERNEL_ACCOUNT pages are charged to the
+caller's memory cgroup (iommufd, v6.3 "Let iommufd charge IOPTE allocations").
+"""
+
+from numba import njit
+
+from harness.core import layout as L
+
+
+@njit(cache=True, inline="always")
+def alloc(S, gfp, charge):
+    """A zeroed table page from the pool; counted under gfp kind (GFP_*)."""
+    top = S.G[L.G_PT_FREE] - 1
+    S.G[L.G_PT_FREE] = top
+    t = S.pt_free[top]
+    S.pt[t, :] = 0
+    S.pt_charged[t] = charge
+    S.C[L.C_PT_PAGES_ALLOC] += 1
+    S.C[L.C_ALLOC_GFP_ATOMIC + gfp] += 1
+    S.G[L.G_PT_LIVE] += 1
+    if S.G[L.G_PT_LIVE] > S.C[L.C_PT_PAGES_PEAK]:
+        S.C[L.C_PT_PAGES_PEAK] = S.G[L.G_PT_LIVE]
+    if charge:
+        S.G[L.G_CHARGED] += 4096
+        if S.G[L.G_CHARGED] > S.C[L.C_MEMCG_CHARGED_PEAK_BYTES]:
+            S.C[L.C_MEMCG_CHARGED_PEAK_BYTES] = S.G[L.G_CHARGED]
+    return t
+
+
+@njit(cache=True, inline="always")
+def _release_slot(S, t):
+    S.pt_free[S.G[L.G_PT_FREE]] = t
+    S.G[L.G_PT_FREE] += 1
+
+
+@njit(cache=True)
+def free_now(S, t):
+    """iommu_free_page: freed at once (no invalidation pending on it)."""
+    S.C[L.C_PT_PAGES_FREED] += 1
+    S.G[L.G_PT_LIVE] -= 1
+    if S.pt_charged[t]:
+        S.G[L.G_CHARGED] -= 4096
+    _release_slot(S, t)
+
+
+@njit(cache=True, inline="always")
+def defer(S, t, fl):
+    """Put a table page on freelist fl = [pages, charged pages]. Its slot can be
+    reused by the model at once; the page stays allocated until put_list."""
+    fl[0] += 1
+    fl[1] += S.pt_charged[t]
+    S.G[L.G_PT_PENDING] += 1
+    if S.G[L.G_PT_PENDING] > S.C[L.C_PT_PAGES_PENDING_PEAK]:
+        S.C[L.C_PT_PAGES_PENDING_PEAK] = S.G[L.G_PT_PENDING]
+    _release_slot(S, t)
+
+
+@njit(cache=True, inline="always")
+def put_list(S, pages, charged):
+    """iommu_put_pages_list: free the pages of a freelist after invalidation."""
+    S.C[L.C_PT_PAGES_FREED] += pages
+    S.G[L.G_PT_LIVE] -= pages
+    S.G[L.G_PT_PENDING] -= pages
+    S.G[L.G_CHARGED] -= 4096 * charged

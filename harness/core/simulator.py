@@ -1,0 +1,149 @@
+"""Run a trace through the domain core and a hardware model.
+
+Python work here is per batch (validation, device -> domain numbering, pool
+growth); every per-event step runs in the compiled kernel.
+"""
+
+import numpy as np
+
+from harness import metrics
+from harness.core import kernel, prepare, state
+from harness.core import layout as L
+from harness.errors import HarnessError, TraceError
+
+MAX_HANDLES = 1 << 24
+MAX_DOMAINS = 1 << 16
+
+_ERRORS = {
+    L.ST_UNMAP_UNKNOWN: "unmap of handle {h}, which has no live mapping",
+    L.ST_MAP_LIVE: "map of handle {h}, which is still mapped (handles are reusable only after unmap)",
+    L.ST_UNMAP_SIZE: "unmap of handle {h} with size {size}, expected the mapped size",
+    L.ST_ACCESS_UNKNOWN: "access through handle {h}, which was never mapped",
+}
+
+
+def build_params(spec, flush, gfp, num_cpus):
+    if flush not in L.FLUSH_MODES:
+        raise HarnessError(f"--flush {flush}: expected one of {', '.join(L.FLUSH_MODES)}")
+    if gfp not in L.GFP_POLICIES:
+        raise HarnessError(f"--gfp {gfp}: expected one of {', '.join(L.GFP_POLICIES)}")
+    p = spec.params
+    P = np.zeros(L.NUM_PARAMS, np.int64)
+    aperture_end = spec.vendor.hardware_params(p, P)
+    fq_size, mag_size = p["fq.size"], p["iova.mag_size"]
+    if fq_size < 2:
+        raise HarnessError(f"model parameter fq.size = {fq_size}: expected >= 2")
+    if mag_size < 1:
+        raise HarnessError(f"model parameter iova.mag_size = {mag_size}: expected >= 1")
+    P[L.P_FQ_SIZE] = fq_size
+    P[L.P_FQ_TIMEOUT] = round(p["fq.timeout_ms"] * 1e6)
+    P[L.P_MAG_SIZE] = mag_size
+    P[L.P_DEPOT_DELAY] = round(p["iova.depot_delay_ms"] * 1e6)
+    P[L.P_PCI32] = int(p["iova.pci_32bit_first"])
+    bits = p["iova.dma_mask_bits"]
+    if not 32 <= bits <= 64:
+        raise HarnessError(f"model parameter iova.dma_mask_bits = {bits}: expected 32..64")
+    P[L.P_DMA_LIMIT_PFN] = min((1 << bits) - 1, aperture_end) >> 12
+    P[L.P_LAZY] = L.FLUSH_MODES[flush]
+    P[L.P_GFP] = L.GFP_POLICIES[gfp]
+    P[L.P_NCPU] = num_cpus
+    return P
+
+
+class Simulator:
+    def __init__(self, spec, flush, gfp, num_cpus):
+        self.spec = spec
+        self.flush = flush
+        self.gfp = gfp
+        self.num_cpus = num_cpus
+        self.S = state.new(build_params(spec, flush, gfp, num_cpus), num_cpus)
+        self._dev_keys = np.zeros(0, np.uint32)
+        self._dev_dom = np.zeros(0, np.int64)
+        self._last_ts = 0
+
+    def run(self, reader, progress=None):
+        """Stream every batch of reader through the kernel; returns metrics."""
+        if reader.num_cpus != self.num_cpus:
+            raise HarnessError(f"{reader.path}: num_cpus {reader.num_cpus} does not match the "
+                               f"simulator's {self.num_cpus}")
+        for row0, cols in reader.batches():
+            self._batch(reader.path, row0, cols)
+            if progress:
+                progress(row0 + len(cols["op"]))
+        return self.result()
+
+    def _prepare(self, path, row0, c):
+        """Validate the batch and number its devices; returns the domain column."""
+        n = len(c["op"])
+        dom = np.empty(n, np.int64)
+        hmax = -1
+        i = 0
+        while True:
+            st, i, last_ts, h = prepare.prepare(
+                c["ts"], c["op"], c["cpu"], c["device"], c["handle"], c["iova"], c["paddr"],
+                c["size"], c["offset"], c["flags"], i, np.uint64(self._last_ts),
+                self.num_cpus, MAX_HANDLES, self._dev_keys, self._dev_dom, dom)
+            hmax = max(hmax, h)
+            if st == prepare.OK:
+                break
+            if st == prepare.NEW_DEVICE:
+                self._add_device(c["device"][i])
+                continue
+            col, what = prepare.CHECKS[st - prepare.BAD]
+            raise TraceError(path, f"row {row0 + i}: column '{col}' is {c[col][i]}, " + what.format(
+                ncpu=self.num_cpus, max_handles=MAX_HANDLES, prev=int(last_ts)))
+        self._last_ts = int(last_ts)
+        return dom, hmax
+
+    def _add_device(self, device):
+        """Devices get domains in order of first appearance (one DMA domain each)."""
+        if len(self._dev_keys) >= MAX_DOMAINS:
+            raise HarnessError(f"more than {MAX_DOMAINS} devices in the trace")
+        keys = np.append(self._dev_keys, np.uint32(device))
+        doms = np.append(self._dev_dom, len(self._dev_keys))
+        order = np.argsort(keys, kind="stable")
+        self._dev_keys, self._dev_dom = keys[order], doms[order]
+
+    def _batch(self, path, row0, c):
+        dom, hmax = self._prepare(path, row0, c)
+        S = state.ensure_domains(self.S, len(self._dev_keys))
+        h = c["handle"]
+        if hmax >= 0:
+            S = state.ensure_handles(S, hmax + 1)
+        S.P[L.P_MAG_MARGIN] = S.D.shape[0] * self.num_cpus * (
+            S.P[L.P_FQ_SIZE] // S.P[L.P_MAG_SIZE] + 8) + 16
+        i64 = lambda name: c[name].view(np.int64)  # noqa: E731 (validated < 2^63)
+        args = (i64("ts"), c["op"], c["cpu"], dom, h, i64("iova"), i64("paddr"),
+                i64("size"), i64("offset"), c["flags"])
+        i = 0
+        while True:
+            st, i = kernel.run_batch(S, *args, i)
+            if st == L.ST_DONE:
+                break
+            if st == L.ST_GROW:
+                S = state.grow_pools(S)
+                continue
+            self.S = S
+            raise TraceError(path, f"row {row0 + i}: " + _ERRORS[st].format(
+                h=int(h[i]), size=int(c["size"][i])))
+        self.S = S
+
+    def gauges(self):
+        S = self.S
+        pool_used = (S.pt.shape[0] - 1) - S.G[L.G_PT_FREE]
+        return {
+            "pt_pages_live": int(pool_used + S.G[L.G_PT_PENDING]),
+            "pt_pages_pending": int(S.G[L.G_PT_PENDING]),
+            "memcg_charged_bytes": int(S.G[L.G_CHARGED]),
+            "fq_pending_pages": int(S.D[:, L.D_PEND_PAGES].sum()),
+        }
+
+    def result(self):
+        """Counters, gauges and derived metrics. Pages still awaiting
+        invalidation count their stale time up to the last event."""
+        S = self.S
+        values = {m.name: int(v) for m, v in zip(metrics.COUNTERS, S.C)}
+        pend = S.D[:, L.D_PEND_PAGES]
+        values["stale_page_ns"] += int((self._last_ts * pend - S.D[:, L.D_PEND_PAGETS]).sum())
+        values.update(self.gauges())
+        return metrics.derive(values, self.spec.vendor.cost_params(self.spec.params))

@@ -1,0 +1,113 @@
+"""Simulator state: numpy arrays the compiled kernel works on.
+
+Pools (page-table pages, IOVA nodes, magazines) and per-domain, per-handle
+tables grow between kernel calls; growing never changes results because no
+behaviour depends on which slot an object occupies.
+"""
+
+from collections import namedtuple
+
+import numpy as np
+
+from harness.core import layout as L
+from harness.metrics import NUM_COUNTERS
+
+State = namedtuple("State", (
+    "P C G D H pt pt_charged pt_free nodes node_free mags mag_len mag_next mag_free "
+    "rc fq fqh gather stack tlb_tag tlb_stamp tlb_stale psc_tag psc_stamp"))
+
+
+def _stack(cap, first=0):
+    """A free stack whose pops hand out first, first + 1, ... in order."""
+    return np.arange(cap - 1, first - 1, -1, dtype=np.int64)
+
+
+def new(P, ncpu):
+    sets, ways = P[L.P_IOTLB_SETS], P[L.P_IOTLB_WAYS]
+    psc_tag, psc_stamp = [], []
+    for level in range(2, 6):
+        shape = (P[L.P_PSC_SETS + level], P[L.P_PSC_WAYS + level])
+        psc_tag.append(np.full(shape, -1, np.int64))
+        psc_stamp.append(np.zeros(shape, np.int64))
+    G = np.zeros(L.NUM_GLOBALS, np.int64)
+    G[L.G_NEXT_TIMER] = L.NEVER
+    pt_cap, node_cap, mag_cap = 1024, 1024, 256
+    G[L.G_PT_FREE] = pt_cap - 1
+    G[L.G_NODE_FREE] = node_cap
+    G[L.G_MAG_FREE] = mag_cap
+    return State(
+        P=P, C=np.zeros(NUM_COUNTERS, np.int64), G=G,
+        D=np.zeros((0, L.NUM_DOMAIN_FIELDS), np.int64),
+        H=np.zeros((0, L.NUM_HANDLE_FIELDS), np.int64),
+        pt=np.zeros((pt_cap, L.PT_ENTRIES), np.int32),
+        pt_charged=np.zeros(pt_cap, np.int64), pt_free=_stack(pt_cap, 1),
+        nodes=np.zeros((node_cap, 4), np.int64), node_free=_stack(node_cap),
+        mags=np.zeros((mag_cap, P[L.P_MAG_SIZE]), np.int64),
+        mag_len=np.zeros(mag_cap, np.int64), mag_next=np.full(mag_cap, -1, np.int64),
+        mag_free=_stack(mag_cap),
+        rc=np.zeros((0, ncpu, L.IOVA_RANGE_CACHE_MAX_SIZE, 2), np.int64),
+        fq=np.zeros((0, ncpu, P[L.P_FQ_SIZE], L.NUM_FQ_FIELDS), np.int64),
+        fqh=np.zeros((0, ncpu, 2), np.int64),
+        gather=np.zeros(5, np.int64), stack=np.zeros((12, 4), np.int64),
+        tlb_tag=np.full((sets, ways), -1, np.int64), tlb_stamp=np.zeros((sets, ways), np.int64),
+        tlb_stale=np.zeros((sets, ways), np.uint8),
+        psc_tag=tuple(psc_tag), psc_stamp=tuple(psc_stamp))
+
+
+def _grow_rows(a, rows, fill=0):
+    if rows <= a.shape[0]:
+        return a
+    out = np.full((rows,) + a.shape[1:], fill, a.dtype)
+    out[: a.shape[0]] = a
+    return out
+
+
+def ensure_domains(S, n):
+    if n <= S.D.shape[0]:
+        return S
+    old = S.D.shape[0]
+    D = _grow_rows(S.D, n)
+    D[old:, L.D_FQ_TIMER] = L.NEVER
+    for k in range(L.IOVA_RANGE_CACHE_MAX_SIZE):
+        D[old:, L.D_DEPOT_TIMER + k] = L.NEVER
+    return S._replace(D=D, rc=_grow_rows(S.rc, n), fq=_grow_rows(S.fq, n), fqh=_grow_rows(S.fqh, n))
+
+
+def ensure_handles(S, n):
+    if n <= S.H.shape[0]:
+        return S
+    return S._replace(H=_grow_rows(S.H, max(n, 2 * S.H.shape[0])))
+
+
+def _grow_pool(S, data, free, gkey):
+    """Double a pool: returns new (data arrays..., free stack)."""
+    cap = data[0][0].shape[0]
+    new_cap = 2 * cap
+    grown = [_grow_rows(a, new_cap, fill) for a, fill in data]
+    stack = np.empty(new_cap, np.int64)
+    top = S.G[gkey]
+    stack[:top] = free[:top]
+    stack[top:top + cap] = np.arange(new_cap - 1, cap - 1, -1)
+    S.G[gkey] = top + cap
+    return grown, stack
+
+
+def grow_pools(S):
+    """Double every pool under half free (every pool when none is): the kernel
+    asked because one fell below what the next event may need."""
+    low_pt = S.G[L.G_PT_FREE] < S.pt.shape[0] // 2
+    low_node = S.G[L.G_NODE_FREE] < S.nodes.shape[0] // 2
+    low_mag = S.G[L.G_MAG_FREE] < max(S.mags.shape[0] // 2, 2 * S.P[L.P_MAG_MARGIN])
+    if not (low_pt or low_node or low_mag):
+        low_pt = low_node = low_mag = True
+    if low_pt:
+        (pt, ch), free = _grow_pool(S, [(S.pt, 0), (S.pt_charged, 0)], S.pt_free, L.G_PT_FREE)
+        S = S._replace(pt=pt, pt_charged=ch, pt_free=free)
+    if low_node:
+        (nodes,), free = _grow_pool(S, [(S.nodes, 0)], S.node_free, L.G_NODE_FREE)
+        S = S._replace(nodes=nodes, node_free=free)
+    if low_mag:
+        (mags, ml, mn), free = _grow_pool(S, [(S.mags, 0), (S.mag_len, 0), (S.mag_next, -1)],
+                                          S.mag_free, L.G_MAG_FREE)
+        S = S._replace(mags=mags, mag_len=ml, mag_next=mn, mag_free=free)
+    return S

@@ -1,0 +1,106 @@
+"""The one registry of metrics: name, unit and meaning.
+
+Counters are int64 slots the compiled kernel increments (their order fixes
+their index); derived metrics are computed from counters and model parameters
+once a run ends. CLI tables, parquet columns and docs all read this registry.
+"""
+
+from collections import namedtuple
+
+Metric = namedtuple("Metric", "name unit meaning")
+
+COUNTERS = (
+    Metric("events", "events", "trace rows processed"),
+    Metric("maps", "events", "map events (dma_map_* or iommu_map)"),
+    Metric("unmaps", "events", "unmap events (dma_unmap_* or iommu_unmap)"),
+    Metric("accesses", "events", "device access events"),
+    Metric("lookups", "translations", "IOTLB lookups: one per 4 KiB IOVA page an access touches"),
+    Metric("bytes_mapped", "bytes", "bytes requested by map events"),
+    Metric("bytes_accessed", "bytes", "bytes moved by access events"),
+    Metric("faults", "translations", "lookups that found no valid PTE (DMA remapping fault)"),
+    Metric("late_accesses", "events", "accesses through a handle after its unmap"),
+    Metric("stale_hits", "translations", "lookups that hit an IOTLB entry whose PTE was already "
+           "cleared (unmapped, invalidation deferred): the exposure lazy mode buys speed with"),
+    Metric("stale_page_ns", "page*ns", "sum over unmapped 4 KiB pages of the time from unmap to "
+           "IOTLB invalidation (0 in strict mode)"),
+    Metric("iotlb_hits", "translations", "IOTLB lookups that hit"),
+    Metric("iotlb_misses", "translations", "IOTLB lookups that missed and walked the page table"),
+    Metric("psc_l2_hits", "lookups", "paging-structure cache hits, level-2 entries (VT-d PDE cache)"),
+    Metric("psc_l2_misses", "lookups", "paging-structure cache misses, level-2 entries (PDE cache)"),
+    Metric("psc_l3_hits", "lookups", "paging-structure cache hits, level-3 entries (PDPE cache)"),
+    Metric("psc_l3_misses", "lookups", "paging-structure cache misses, level-3 entries (PDPE cache)"),
+    Metric("psc_l4_hits", "lookups", "paging-structure cache hits, level-4 entries (PML4E cache)"),
+    Metric("psc_l4_misses", "lookups", "paging-structure cache misses, level-4 entries (PML4E cache)"),
+    Metric("psc_l5_hits", "lookups", "paging-structure cache hits, level-5 entries (PML5E cache)"),
+    Metric("psc_l5_misses", "lookups", "paging-structure cache misses, level-5 entries (PML5E cache)"),
+    Metric("walk_reads", "reads", "page-table entries read by the page walker"),
+    Metric("inv_psi", "descriptors", "page-selective IOTLB invalidation descriptors"),
+    Metric("inv_dsi", "descriptors", "domain-selective IOTLB invalidation descriptors"),
+    Metric("inv_psi_pages", "pages", "4 KiB pages covered by page-selective invalidations"),
+    Metric("inv_waits", "descriptors", "invalidation wait descriptors (one per submitted batch)"),
+    Metric("iotlb_syncs", "calls", "iommu_iotlb_sync of a gathered range"),
+    Metric("flush_all", "calls", "flush_iotlb_all (domain-wide flush)"),
+    Metric("fq_queued", "entries", "unmapped IOVA ranges queued on a flush queue"),
+    Metric("fq_flush_full", "flushes", "flush-queue flushes because a per-CPU queue was full"),
+    Metric("fq_flush_timeout", "flushes", "flush-queue flushes by the flush-queue timer"),
+    Metric("iova_allocs", "calls", "IOVA allocations (alloc_iova_fast) that succeeded"),
+    Metric("iova_rcache_hits", "calls", "IOVA allocations served by the per-CPU rcache or depot"),
+    Metric("iova_tree_allocs", "calls", "IOVA allocations served by the tree (slow path)"),
+    Metric("iova_32bit_fallbacks", "events", "devices that left the 32-bit-first window (PCI SAC trick)"),
+    Metric("iova_rcache_flushes", "calls", "allocation retries after flushing all rcaches"),
+    Metric("iova_alloc_failures", "calls", "IOVA allocations that failed (map returns an error)"),
+    Metric("iova_frees", "calls", "IOVA ranges freed (free_iova_fast)"),
+    Metric("iova_rcache_inserts", "calls", "freed IOVAs kept in the rcache"),
+    Metric("iova_tree_frees", "calls", "IOVA ranges returned to the tree"),
+    Metric("iova_depot_trims", "magazines", "depot magazines returned to the tree by the depot worker"),
+    Metric("pt_pages_alloc", "pages", "page-table pages allocated"),
+    Metric("pt_pages_freed", "pages", "page-table pages freed (after their invalidation)"),
+    Metric("pt_pages_peak", "pages", "peak page-table pages allocated and not yet freed"),
+    Metric("pt_pages_pending_peak", "pages", "peak page-table pages on a freelist awaiting invalidation"),
+    Metric("alloc_gfp_atomic", "pages", "page-table pages allocated with GFP_ATOMIC"),
+    Metric("alloc_gfp_kernel", "pages", "page-table pages allocated with GFP_KERNEL"),
+    Metric("alloc_gfp_kernel_account", "pages", "page-table pages allocated with GFP_KERNEL_ACCOUNT"),
+    Metric("memcg_charged_peak_bytes", "bytes", "peak page-table bytes charged to the memory cgroup"),
+    Metric("map_einval", "events", "maps the kernel rejects with -EINVAL (misaligned IOMMU-API "
+           "map, DMA address not matching the buffer's page offset)"),
+    Metric("map_overlaps", "pages", "pages a map found already mapped (left unchanged)"),
+    Metric("superpage_switches", "tables", "page tables freed to make room for a superpage"),
+    Metric("domains", "domains", "DMA domains created (one per device)"),
+)
+
+# Read from the simulator state when a run ends.
+GAUGES = (
+    Metric("pt_pages_live", "pages", "page-table pages allocated and not freed at the end"),
+    Metric("pt_pages_pending", "pages", "of those, pages still awaiting invalidation at the end"),
+    Metric("memcg_charged_bytes", "bytes", "page-table bytes charged to the memory cgroup at the end"),
+    Metric("fq_pending_pages", "pages", "unmapped pages still awaiting invalidation at the end"),
+)
+
+DERIVED = (
+    Metric("iotlb_miss_rate", "ratio", "iotlb_misses / lookups"),
+    Metric("iotlb_misses_per_mib", "misses/MiB", "IOTLB misses per MiB accessed"),
+    Metric("walk_reads_per_miss", "reads", "page-table reads per IOTLB miss"),
+    Metric("inv_cost_ns", "ns", "modelled invalidation cost: descriptors and waits times their costs"),
+    Metric("inv_cost_ns_per_mib", "ns/MiB", "modelled invalidation cost per MiB mapped"),
+)
+
+ALL = COUNTERS + GAUGES + DERIVED
+BY_NAME = {m.name: m for m in ALL}
+COUNTER_INDEX = {m.name: i for i, m in enumerate(COUNTERS)}
+NUM_COUNTERS = len(COUNTERS)
+
+
+def derive(values, params):
+    """Add derived metrics to a dict of counter and gauge values."""
+    v = dict(values)
+    lookups = v["lookups"]
+    mib = v["bytes_accessed"] / 2**20
+    v["iotlb_miss_rate"] = v["iotlb_misses"] / lookups if lookups else 0.0
+    v["iotlb_misses_per_mib"] = v["iotlb_misses"] / mib if mib else 0.0
+    v["walk_reads_per_miss"] = v["walk_reads"] / v["iotlb_misses"] if v["iotlb_misses"] else 0.0
+    cost = (params["inv.desc_ns"] * (v["inv_psi"] + v["inv_dsi"])
+            + params["inv.wait_ns"] * v["inv_waits"])
+    v["inv_cost_ns"] = float(cost)
+    mapped_mib = v["bytes_mapped"] / 2**20
+    v["inv_cost_ns_per_mib"] = cost / mapped_mib if mapped_mib else 0.0
+    return v

@@ -1,0 +1,139 @@
+"""Model specs: one TOML file per hardware model, plus the domain-core defaults.
+
+A spec names its vendor family and sets that family's parameters; every
+default carries its source in the file's [sources] table. `--set key=value`
+overrides are checked against the resolved spec: the key must exist and the
+value must have the default's type.
+"""
+
+import os
+import tomllib
+from pathlib import Path
+
+from harness.errors import HarnessError
+from harness.vendors import FAMILIES
+
+BUILTIN_DIR = Path(__file__).resolve().parent.parent / "models"
+
+# Domain-core parameters (the Linux IOMMU layer), shared by every model.
+CORE_DEFAULTS = {
+    "fq.size": 256,
+    "fq.timeout_ms": 10.0,
+    "iova.mag_size": 127,
+    "iova.depot_delay_ms": 100.0,
+    "iova.pci_32bit_first": True,
+    "iova.dma_mask_bits": 64,
+}
+CORE_SOURCES = {
+    "fq.size": "drivers/iommu/dma-iommu.c IOVA_DEFAULT_FQ_SIZE (v6.7)",
+    "fq.timeout_ms": "drivers/iommu/dma-iommu.c IOVA_DEFAULT_FQ_TIMEOUT (v6.7)",
+    "iova.mag_size": "drivers/iommu/iova.c IOVA_MAG_SIZE = 127 (v6.0; 128 before)",
+    "iova.depot_delay_ms": "drivers/iommu/iova.c IOVA_DEPOT_DELAY = msecs_to_jiffies(100) (v6.7)",
+    "iova.pci_32bit_first": "drivers/iommu/dma-iommu.c iommu_dma_alloc_iova(): "
+                            "pci_32bit_workaround (PCI-only since v6.6)",
+    "iova.dma_mask_bits": "device DMA mask (dma_set_mask); 64 for modern PCIe devices",
+}
+
+
+def _flatten(table, prefix=""):
+    out = {}
+    for k, v in table.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+class ModelSpec:
+    def __init__(self, name, path, family, description, params, sources):
+        self.name = name
+        self.path = path
+        self.family = family
+        self.description = description
+        self.params = params
+        self.sources = sources
+
+    @property
+    def vendor(self):
+        return FAMILIES[self.family]
+
+    def with_overrides(self, overrides):
+        """A copy with `key=value` strings applied, each checked against the spec."""
+        params = dict(self.params)
+        for item in overrides:
+            key, sep, raw = item.partition("=")
+            key = key.strip()
+            if not sep:
+                raise HarnessError(f"--set {item!r}: expected key=value")
+            if key not in params:
+                raise HarnessError(f"--set {key}: unknown parameter of model {self.name} "
+                                   f"(see `iommu-harness models show {self.name}`)")
+            params[key] = _coerce(key, raw.strip(), params[key])
+        return ModelSpec(self.name, self.path, self.family, self.description, params, self.sources)
+
+
+def _coerce(key, raw, default):
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word: a string
+    expected = type(default)
+    if expected is float and type(value) is int:
+        value = float(value)
+    if type(value) is not expected or (expected is list and not value):
+        raise HarnessError(f"--set {key}={raw}: expected {expected.__name__} "
+                           f"like the default {default!r}")
+    return value
+
+
+def load(path):
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except OSError as e:
+        raise HarnessError(f"{path}: cannot read model: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise HarnessError(f"{path}: not valid TOML: {e}") from None
+    family = doc.pop("family", None)
+    if family not in FAMILIES:
+        raise HarnessError(f"{path}: field 'family' is {family!r}, expected one of "
+                           f"{', '.join(sorted(FAMILIES))}")
+    name = doc.pop("name", path.stem)
+    description = doc.pop("description", "")
+    sources = dict(CORE_SOURCES)
+    sources.update(doc.pop("sources", {}))
+    params = dict(CORE_DEFAULTS)
+    params.update(_flatten(doc))
+    missing = [k for k in FAMILIES[family].PARAMS if k not in params]
+    if missing:
+        raise HarnessError(f"{path}: missing parameter(s) {', '.join(missing)} "
+                           f"for family {family}")
+    return ModelSpec(name, str(path), family, description, params, sources)
+
+
+def search_dirs(models_dir=None):
+    dirs = [Path(models_dir)] if models_dir else []
+    env = os.environ.get("IOMMU_HARNESS_MODELS")
+    if env:
+        dirs.append(Path(env))
+    dirs.append(BUILTIN_DIR)
+    return dirs
+
+
+def available(models_dir=None):
+    found = {}
+    for d in search_dirs(models_dir):
+        for p in sorted(d.glob("*.toml")) if d.is_dir() else ():
+            found.setdefault(p.stem, p)
+    return found
+
+
+def resolve(name, models_dir=None):
+    """A model by name (from --models-dir, $IOMMU_HARNESS_MODELS, built-ins) or path."""
+    if name.endswith(".toml") or os.sep in name:
+        return load(name)
+    found = available(models_dir)
+    if name not in found:
+        raise HarnessError(f"unknown model {name!r}: expected one of {', '.join(found) or 'none'}")
+    return load(found[name])

@@ -1,0 +1,1 @@
+"""Trace format v1: schema, streaming writer, memory-mapped reader, workloads."""

@@ -1,0 +1,115 @@
+"""Memory-mapped trace reader: validates the v1 schema and yields numpy views.
+
+Batches are zero-copy views into the mapped file. Once the caller moves past
+a batch its pages are dropped from this process (MADV_DONTNEED on a read-only
+file mapping), so resident memory stays bounded by one batch, not the trace.
+"""
+
+import hashlib
+import json
+import mmap
+import os
+
+import numpy as np
+import pyarrow as pa
+
+from harness.errors import TraceError
+from harness.trace import schema as ts
+
+
+class TraceReader:
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        try:
+            self._file = open(self.path, "rb")
+        except OSError as e:
+            raise TraceError(self.path, f"cannot open: {e.strerror}") from None
+        size = os.fstat(self._file.fileno()).st_size
+        if size == 0:
+            raise TraceError(self.path, "empty file, expected an Arrow IPC trace file")
+        self._mm = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        self._buf = pa.py_buffer(self._mm)
+        try:
+            self._ipc = pa.ipc.open_file(pa.BufferReader(self._buf))
+        except pa.ArrowInvalid:
+            raise TraceError(self.path, "not an Arrow IPC file (expected a .arrow trace, format v1)") from None
+        self.schema = self._ipc.schema
+        self._validate_schema()
+        self.num_batches = self._ipc.num_record_batches
+        self.num_rows = sum(self._ipc.get_batch(i).num_rows for i in range(self.num_batches))
+
+    def _validate_schema(self):
+        meta = self.schema.metadata or {}
+        fmt = meta.get(ts.META_FORMAT)
+        if fmt != ts.FORMAT_NAME.encode():
+            raise TraceError(self.path, f"schema metadata {ts.META_FORMAT.decode()} is "
+                             f"{fmt.decode() if fmt else 'missing'}, expected {ts.FORMAT_NAME}")
+        ver = meta.get(ts.META_VERSION, b"").decode()
+        if ver != str(ts.FORMAT_VERSION):
+            raise TraceError(self.path, f"trace format version {ver or 'missing'}, "
+                             f"expected {ts.FORMAT_VERSION}")
+        try:
+            self.num_cpus = int(meta[ts.META_NUM_CPUS])
+            assert self.num_cpus > 0
+        except (KeyError, ValueError, AssertionError):
+            raise TraceError(self.path, f"schema metadata {ts.META_NUM_CPUS.decode()} "
+                             "missing or not a positive integer") from None
+        try:
+            self.provenance = json.loads(meta.get(ts.META_PROVENANCE, b"{}"))
+        except ValueError:
+            raise TraceError(self.path, f"schema metadata {ts.META_PROVENANCE.decode()} "
+                             "is not JSON") from None
+        for name, typ, _ in ts.COLUMNS:
+            idx = self.schema.get_field_index(name)
+            if idx < 0:
+                raise TraceError(self.path, f"missing column '{name}' ({typ})")
+            if self.schema.field(idx).type != typ:
+                raise TraceError(self.path, f"column '{name}' has type "
+                                 f"{self.schema.field(idx).type}, expected {typ}")
+
+    def batches(self):
+        """Yield (first_row, {column: numpy view}) batch by batch."""
+        base = self._buf.address
+        dropped = 0
+        row = 0
+        for i in range(self.num_batches):
+            rb = self._ipc.get_batch(i)
+            cols = {}
+            for name, _, _ in ts.COLUMNS:
+                arr = rb.column(name)
+                if arr.null_count:
+                    raise TraceError(self.path, f"column '{name}' has nulls in rows "
+                                     f"{row}..{row + rb.num_rows - 1}, expected none")
+                cols[name] = arr.to_numpy(zero_copy_only=True)
+            yield row, cols
+            row += rb.num_rows
+            del cols
+            end = max(b.address + b.size for col in rb.columns
+                      for b in col.buffers() if b is not None) - base
+            end &= ~(mmap.PAGESIZE - 1)
+            if end > dropped:
+                self._mm.madvise(mmap.MADV_DONTNEED, dropped, end - dropped)
+                dropped = end
+
+    def sha256(self):
+        h = hashlib.sha256()
+        with open(self.path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        return h.hexdigest()
+
+    def close(self):
+        self._ipc = None
+        self._buf = None
+        try:
+            self._mm.close()
+        except BufferError:  # a caller still holds a batch view; the GC unmaps it
+            pass
+        self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False

@@ -1,0 +1,118 @@
+"""Intel VT-d: second-stage page tables and the invalidation queue.
+
+Invalidation follows drivers/iommu/intel/cache.c (v6.12):
+cache_tag_flush_range() turns a range into one IOTLB descriptor, page-selective
+(PSI) with the address mask from calculate_psi_aligned_address(), or
+domain-selective (DSI) when the mask exceeds CAP.MAMV; cache_tag_flush_all()
+sends DSI. Descriptors are batched (qi_batch, up to QI_MAX_BATCHED_DESC_COUNT
+= 16) and every submission ends with a wait descriptor (qi_submit_sync).
+The invalidation hint IH is set when no page-table page was freed, so
+paging-structure caches survive a PSI (VT-d spec 6.5.2.3).
+"""
+
+from numba import njit
+
+from harness.core import bits, iotlb
+from harness.core import layout as L
+
+PARAMS = ("pagetable.levels", "pagetable.pgsizes", "iotlb.entries", "iotlb.ways",
+          "psc.l2_entries", "psc.l2_ways", "psc.l3_entries", "psc.l3_ways",
+          "psc.l4_entries", "psc.l4_ways", "psc.l5_entries", "psc.l5_ways",
+          "inv.mamv", "inv.batch", "inv.desc_ns", "inv.wait_ns")
+
+MAX_AGAW_PFN_WIDTH = 52  # intel/iommu.h: MAX_AGAW_WIDTH 64 - VTD_PAGE_SHIFT
+
+
+@njit(cache=True, inline="always")
+def psi_aligned_address(start, end):
+    """calculate_psi_aligned_address(): (aligned address, mask) of the smallest
+    naturally aligned power-of-two block of 4 KiB pages covering [start, end]."""
+    pages = ((start & 4095) + (end - start + 1) + 4095) >> 12
+    mask = bits.order_base_2(pages)
+    bitmask = (1 << mask) - 1
+    pfn = start >> 12
+    if bitmask & pfn:
+        shared = ~(pfn ^ (pfn + pages - 1)) & ~bitmask
+        mask = bits.ffs0(shared) if shared else MAX_AGAW_PFN_WIDTH
+    return (start >> (12 + mask)) << (12 + mask) if mask < 52 else 0, mask
+
+
+@njit(cache=True, inline="always")
+def _submit(S, descs):
+    batch = S.P[L.P_INV_BATCH]
+    S.C[L.C_INV_WAITS] += (descs + batch - 1) // batch
+
+
+@njit(cache=True, inline="always")
+def flush_range(S, d, start, end, ih):
+    """cache_tag_flush_range(domain, start, end, ih) for one IOTLB cache tag."""
+    addr, mask = psi_aligned_address(start, end)
+    if mask > S.P[L.P_MAMV]:
+        S.C[L.C_INV_DSI] += 1
+        iotlb.invalidate_domain(S, d)
+    else:
+        S.C[L.C_INV_PSI] += 1
+        S.C[L.C_INV_PSI_PAGES] += 1 << mask
+        iotlb.range_apply(S, d, addr >> 12, 1 << mask, 0)
+        if not ih:
+            iotlb.psc_invalidate_range(S, d, addr >> 12, 1 << mask)
+    _submit(S, 1)
+
+
+@njit(cache=True)
+def flush_all(S, d):
+    """cache_tag_flush_all(): domain-selective IOTLB invalidation."""
+    S.C[L.C_FLUSH_ALL] += 1
+    S.C[L.C_INV_DSI] += 1
+    iotlb.invalidate_domain(S, d)
+    _submit(S, 1)
+
+
+def _pow2(name, v):
+    if v < 1 or v & (v - 1):
+        from harness.errors import HarnessError
+        raise HarnessError(f"model parameter {name} = {v}: expected a power of two")
+    return v
+
+
+def hardware_params(spec, P):
+    """Fill the hardware part of parameter vector P from a resolved spec."""
+    from harness.errors import HarnessError
+    levels = spec["pagetable.levels"]
+    if levels not in (3, 4, 5):
+        raise HarnessError(f"model parameter pagetable.levels = {levels}: expected 3, 4 or 5")
+    P[L.P_LEVELS] = levels
+    bitmap = 0
+    for size in spec["pagetable.pgsizes"]:
+        if size not in (4096, 1 << 21, 1 << 30):
+            raise HarnessError(f"model parameter pagetable.pgsizes: {size} is not a VT-d "
+                               "second-stage page size (4096, 2097152, 1073741824)")
+        bitmap |= size
+    if not bitmap & 4096:
+        raise HarnessError("model parameter pagetable.pgsizes: must include 4096")
+    P[L.P_PGSIZE_BITMAP] = bitmap
+    entries, ways = spec["iotlb.entries"], spec["iotlb.ways"]
+    if ways < 1 or entries % ways:
+        raise HarnessError(f"model parameters iotlb.entries = {entries}, iotlb.ways = {ways}: "
+                           "entries must be a multiple of ways")
+    P[L.P_IOTLB_SETS] = _pow2("iotlb.entries / iotlb.ways", entries // ways)
+    P[L.P_IOTLB_WAYS] = ways
+    for level in range(2, 6):
+        e = spec[f"psc.l{level}_entries"] if level <= levels else 0
+        w = min(spec[f"psc.l{level}_ways"], e) if e else 0
+        if e and e % w:
+            raise HarnessError(f"model parameter psc.l{level}_entries = {e}: "
+                               f"expected a multiple of psc.l{level}_ways = {w}")
+        P[L.P_PSC_SETS + level] = _pow2(f"psc.l{level}_entries / ways", e // w) if e else 1
+        P[L.P_PSC_WAYS + level] = w
+    P[L.P_MAMV] = spec["inv.mamv"]
+    P[L.P_INV_BATCH] = spec["inv.batch"]
+    if P[L.P_INV_BATCH] < 1:
+        raise HarnessError("model parameter inv.batch: expected >= 1")
+    aperture_bits = 12 + 9 * levels
+    return (1 << aperture_bits) - 1
+
+
+def cost_params(spec):
+    return {"inv.desc_ns": float(spec["inv.desc_ns"]), "inv.wait_ns": float(spec["inv.wait_ns"])}
+
