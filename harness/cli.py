@@ -1,0 +1,174 @@
+"""iommu-harness command line: parse, call, render. Bad input: one red line, exit 2."""
+
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from harness import metrics, models
+from harness.errors import HarnessError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Trace-driven IOMMU performance harness.")
+trace_app = typer.Typer(no_args_is_help=True, help="Create and inspect DMA traces.")
+synth_app = typer.Typer(no_args_is_help=True, help="Generate synthetic traces.")
+models_app = typer.Typer(no_args_is_help=True, help="Hardware model specs.")
+app.add_typer(trace_app, name="trace")
+trace_app.add_typer(synth_app, name="synth")
+app.add_typer(models_app, name="models")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def user_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except HarnessError as e:
+            err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2)
+    return wrapper
+
+
+@synth_app.command("nic-rx")
+@user_errors
+def synth_nic_rx(
+    output: Path = typer.Option(..., "-o", "--output", help="Trace file to write (.arrow)."),
+    packets: int = typer.Option(100_000, help="Packets received."),
+    queues: int = typer.Option(4, help="RX queues (rings)."),
+    ring: int = typer.Option(512, help="Descriptors per ring."),
+    buffer_size: int = typer.Option(2048, help="Bytes per RX buffer (one dma_map_page each)."),
+    packet_size: int = typer.Option(1500, help="Bytes the device writes per packet."),
+    rate: float = typer.Option(1_000_000.0, help="Packets per second over all queues."),
+    latency_ns: int = typer.Option(2000, help="Packet arrival to NAPI completion (unmap/refill)."),
+    num_cpus: Optional[int] = typer.Option(None, help="CPUs (default: one per queue); queue q runs on CPU q % num_cpus."),
+    device: str = typer.Option("0x0300", help="PCI requester id (bus << 8 | devfn)."),
+    seed: int = typer.Option(1, help="Random seed."),
+):
+    """NIC receive: per-queue rings mapped at ifup, then map/write/unmap per packet."""
+    from harness.trace import synth
+    try:
+        dev = int(device, 0)
+    except ValueError:
+        raise HarnessError(f"--device {device}: expected an integer like 0x0300") from None
+    n = synth.nic_rx(output, packets=packets, queues=queues, ring=ring, buffer_size=buffer_size,
+                     packet_size=packet_size, rate=rate, latency_ns=latency_ns,
+                     num_cpus=num_cpus, device=dev, seed=seed)
+    out.print(f"wrote {n} events to {output}")
+
+
+@trace_app.command("info")
+@user_errors
+def trace_info(path: Path, as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Rows, ops, devices, time span, mapped footprint and sizes of a trace."""
+    from harness.trace.info import summarize
+    s = summarize(path)
+    if as_json:
+        out.print_json(json.dumps(s))
+        return
+    t = Table(title=str(path), show_header=False)
+    t.add_column("field", style="bold")
+    t.add_column("value")
+    t.add_row("rows", f"{s['rows']:,} in {s['batches']} batches")
+    t.add_row("ops", ", ".join(f"{k} {v:,}" for k, v in s["ops"].items()))
+    t.add_row("devices", ", ".join(s["devices"]))
+    t.add_row("cpus", f"{s['cpus_used']} used of num_cpus {s['num_cpus']}")
+    t.add_row("time span", f"{s['time_span_ns'] / 1e6:,.3f} ms ({s['event_rate_per_s']:,.0f} events/s)")
+    t.add_row("mapped", f"{s['bytes_mapped']:,} bytes over the trace")
+    t.add_row("footprint", f"peak {s['peak_mapped_bytes']:,} bytes mapped at once; "
+              f"{s['live_mapped_bytes_at_end']:,} at the end")
+    t.add_row("accessed", f"{s['bytes_accessed']:,} bytes")
+    t.add_row("map sizes", ", ".join(f"{k}: {v:,}" for k, v in s["map_sizes"].items()))
+    t.add_row("provenance", json.dumps(s["provenance"], sort_keys=True))
+    out.print(t)
+
+
+@models_app.command("list")
+@user_errors
+def models_list(models_dir: Optional[Path] = typer.Option(None, help="Extra directory of model TOML files.")):
+    """Models available by name."""
+    t = Table("name", "family", "description")
+    for name, path in models.available(models_dir).items():
+        spec = models.load(path)
+        t.add_row(name, spec.family, spec.description)
+    out.print(t)
+
+
+@models_app.command("show")
+@user_errors
+def models_show(name: str, models_dir: Optional[Path] = typer.Option(None)):
+    """The resolved spec of a model with the source of every value."""
+    spec = models.resolve(name, models_dir)
+    out.print(f"[bold]{spec.name}[/bold] (family {spec.family}) from {spec.path}")
+    t = Table("parameter", "value", "source")
+    for k, v in spec.params.items():
+        t.add_row(k, json.dumps(v), spec.sources.get(k, ""))
+    out.print(t)
+
+
+def _metrics_table(values, title):
+    t = Table("metric", "value", "unit", title=title)
+    for m in metrics.ALL:
+        v = values[m.name]
+        t.add_row(m.name, f"{v:,.4f}" if isinstance(v, float) else f"{v:,}", m.unit)
+    return t
+
+
+@app.command()
+@user_errors
+def run(
+    trace: Path = typer.Argument(..., help="Trace file (.arrow, format v1)."),
+    model: str = typer.Option("intel-vtd", help="Model name or TOML path."),
+    flush: str = typer.Option("strict", help="strict | lazy"),
+    gfp: str = typer.Option("atomic", help="atomic | kernel | kernel-account"),
+    set_: List[str] = typer.Option([], "--set", help="Override a model parameter: key=value."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Write a one-row parquet here."),
+    models_dir: Optional[Path] = typer.Option(None, help="Extra directory of model TOML files."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table."),
+):
+    """Simulate one trace with one model, flush mode and gfp policy."""
+    from harness import results
+    from harness.core.simulator import Simulator
+    from harness.trace.reader import TraceReader
+
+    spec = models.resolve(model, models_dir).with_overrides(set_)
+    with TraceReader(trace) as reader:
+        sim = Simulator(spec, flush, gfp, reader.num_cpus)
+        show = not quiet and err.is_terminal
+        with Progress(TextColumn("{task.description}"), BarColumn(),
+                      TextColumn("{task.completed:,.0f}/{task.total:,.0f} events"),
+                      TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+                      console=err, transient=True, disable=not show) as bar:
+            task = bar.add_task(f"{model} {flush} {gfp}", total=reader.num_rows, rate="")
+            t0 = time.perf_counter()
+
+            def progress(done):
+                dt = time.perf_counter() - t0
+                bar.update(task, completed=done, rate=f"{done / dt / 1e6:.1f} M events/s" if dt else "")
+
+            values = sim.run(reader, progress)
+        cfg = results.config(reader.path, reader.sha256() if out_dir else None,
+                             reader.provenance, spec, set_, flush, gfp)
+    if out_dir:
+        path = results.write_parquet(out_dir, results.row(cfg, values))
+        if not quiet:
+            err.print(f"wrote {path}")
+    if not quiet:
+        out.print(_metrics_table(values, f"{trace.name}: {model}, flush {flush}, gfp {gfp}"))
+
+
+def main():
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

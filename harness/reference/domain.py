@@ -1,0 +1,346 @@
+"""Reference domain core: dma-iommu map/unmap, gather, flush queues, timers,
+device accesses. Mirrors drivers/iommu/dma-iommu.c, iommu.c and intel/iommu.c
+as described in harness.core; see there for kernel citations."""
+
+from collections import Counter, deque
+
+from harness import metrics
+from harness.core import layout as L
+from harness.core.simulator import build_params
+from harness.errors import TraceError
+from harness.reference.hw import VtdHardware
+from harness.reference.iova import IovaDomain
+from harness.reference.pagetable import LEAF, Pages, PageTable, iommu_pgsize, idx, subtables
+from harness.trace import schema as ts
+from harness.trace.reader import TraceReader
+
+
+class Timers:
+    """Deadlines keyed (domain, 'fq') or (domain, size class); arming an armed
+    timer does nothing."""
+
+    def __init__(self):
+        self.due = {}
+
+    def arm(self, key, deadline):
+        self.due.setdefault(key, deadline)
+
+    def pop_due(self, now):
+        if not self.due:
+            return None
+        key = min(self.due, key=lambda k: (self.due[k], k[0], -1 if k[1] == "fq" else k[1]))
+        if self.due[key] > now:
+            return None
+        return key, self.due.pop(key)
+
+
+class Mapping:
+    def __init__(self, size, api):
+        self.size, self.api = size, api
+        self.state = "failed"
+        self.dma = 0
+        self.node = None
+        self.pages = 0
+        self.base = self.length = 0
+
+
+class Domain:
+    def __init__(self, sim, d):
+        P = sim.P
+        account = P[L.P_GFP] == L.GFP_POLICY_KERNEL_ACCOUNT
+        self.pt = PageTable(P[L.P_LEVELS], sim.pages,
+                            L.GFP_KERNEL_ACCOUNT if account else L.GFP_KERNEL, account)
+        self.iovad = IovaDomain(sim.ncpu, P[L.P_MAG_SIZE], bool(P[L.P_PCI32]),
+                                P[L.P_DEPOT_DELAY], sim.c, sim.timers, d)
+        self.fq = [deque() for _ in range(sim.ncpu)]
+        self.fq_start = self.fq_finish = 0
+        self.fq_timer_cpu = 0
+        self.pend_pages = self.pend_pagets = 0
+
+
+class Reference:
+    def __init__(self, spec, flush, gfp, ncpu):
+        self.P = P = [int(x) for x in build_params(spec, flush, gfp, ncpu)]
+        self.spec = spec
+        self.ncpu = ncpu
+        self.c = Counter({m.name: 0 for m in metrics.COUNTERS})
+        self.pages = Pages(self.c)
+        self.timers = Timers()
+        self.hw = VtdHardware(P, L, self.c)
+        self.domains = {}
+        self.dom_of = {}
+        self.maps = {}
+        self.now = 0
+        self.lazy = bool(P[L.P_LAZY])
+        self.bitmap = P[L.P_PGSIZE_BITMAP]
+
+    # -- domains, timers ---------------------------------------------------
+    def domain(self, device):
+        if device not in self.dom_of:
+            self.dom_of[device] = len(self.dom_of)
+        d = self.dom_of[device]
+        if d not in self.domains:
+            self.domains[d] = Domain(self, d)
+            self.c["domains"] += 1
+        return d
+
+    def fire_timers(self, now):
+        while (hit := self.timers.pop_due(now)) is not None:
+            (d, kind), self.now = hit
+            if kind == "fq":
+                self.c["fq_flush_timeout"] += 1
+                self.fq_flush(d)
+                dom = self.domains[d]
+                for q in range(self.ncpu):
+                    self.fq_ring_free(d, q, dom.fq_timer_cpu)
+            else:
+                self.domains[d].iovad.depot_work(kind, self.ncpu, self.now)
+
+    # -- gfp ------------------------------------------------------------------
+    def gfp(self, flags):
+        policy = self.P[L.P_GFP]
+        account = policy == L.GFP_POLICY_KERNEL_ACCOUNT
+        if policy == L.GFP_POLICY_ATOMIC or flags & ts.FLAG_ATOMIC:
+            return L.GFP_ATOMIC, account
+        return (L.GFP_KERNEL_ACCOUNT, True) if account else (L.GFP_KERNEL, False)
+
+    # -- map --------------------------------------------------------------------
+    def switch_to_super_page(self, d, start_pfn, end_pfn, level):
+        pt = self.domains[d].pt
+        lvl_pages = 1 << (9 * (level - 1))
+        while start_pfn <= end_pfn:
+            t = pt.descend(start_pfn, level, L.GFP_ATOMIC, False)
+            if t is None:
+                return
+            i = idx(start_pfn, level)
+            if t.e[i] is not None:
+                if t.e[i] != LEAF:
+                    tables = subtables(t.e[i], level - 1)
+                    for sub in tables:
+                        self.pages.free_now(sub)
+                    self.c["superpage_switches"] += len(tables)
+                t.e[i] = None
+                self.hw.flush_range(d, start_pfn << 12, end_pfn << 12, False)
+            start_pfn += lvl_pages
+
+    def iommu_map(self, d, iova, paddr, size, gfp, charged):
+        pt = self.domains[d].pt
+        while size:
+            pgsize, count = iommu_pgsize(self.bitmap, iova, paddr, size)
+            level = 1 + ((pgsize.bit_length() - 1) - 12) // 9
+            lvl_pages = 1 << (9 * (level - 1))
+            pfn, nr = iova >> 12, (pgsize * count) >> 12
+            t = None
+            while nr > 0:
+                if t is None:
+                    t = pt.descend(pfn, level, gfp, charged)
+                    if t is None:
+                        self.c["map_overlaps"] += lvl_pages
+                        pfn += lvl_pages
+                        nr -= lvl_pages
+                        continue
+                    if level > 1:
+                        self.switch_to_super_page(d, pfn, ((pfn + nr) & ~(lvl_pages - 1)) - 1, level)
+                i = idx(pfn, level)
+                if t.e[i] is not None:
+                    self.c["map_overlaps"] += lvl_pages
+                else:
+                    t.e[i] = LEAF
+                pfn += lvl_pages
+                nr -= lvl_pages
+                if i == 511:
+                    t = None
+            iova += pgsize * count
+            paddr += pgsize * count
+            size -= pgsize * count
+
+    def map(self, d, cpu, h, iova, paddr, size, flags):
+        if h in self.maps and self.maps[h].state == "mapped":
+            return L.ST_MAP_LIVE
+        self.c["maps"] += 1
+        self.c["bytes_mapped"] += size
+        m = self.maps[h] = Mapping(size, bool(flags & ts.FLAG_IOMMU_API))
+        if m.api:
+            off, length, base = 0, size, iova
+            if (iova | paddr | size) & 4095:
+                self.c["map_einval"] += 1
+                return L.ST_DONE
+        else:
+            off = paddr & 4095
+            length = (size + off + 4095) & ~4095
+            if iova == 0:
+                node = self.domains[d].iovad.dma_alloc_iova(cpu, length >> 12, self.P[L.P_DMA_LIMIT_PFN])
+                if node is None:
+                    return L.ST_DONE
+                base, m.node, m.pages = node.lo << 12, node, length >> 12
+            else:
+                if (iova & 4095) != off:
+                    self.c["map_einval"] += 1
+                    return L.ST_DONE
+                base = iova - off
+        self.iommu_map(d, base, paddr - off, length, *self.gfp(flags))
+        m.state, m.dma, m.base, m.length = "mapped", base + off, base, length
+        return L.ST_DONE
+
+    # -- unmap ------------------------------------------------------------------
+    def iotlb_sync(self, d, g):
+        self.c["iotlb_syncs"] += 1
+        self.hw.flush_range(d, g["start"], g["end"], not g["fl"])
+        self.pages.put_list(g["fl"])
+        g.update(start=L.NEVER, end=0, pgsize=0, fl=[])
+
+    def gather_add_page(self, d, g, iova, size):
+        end = iova + size - 1
+        disjoint = g["end"] != 0 and (end + 1 < g["start"] or iova > g["end"] + 1)
+        if (g["pgsize"] and g["pgsize"] != size) or disjoint:
+            self.iotlb_sync(d, g)
+        g["pgsize"] = size
+        g["start"] = min(g["start"], iova)
+        g["end"] = max(g["end"], end)
+
+    def fq_flush(self, d):
+        dom = self.domains[d]
+        dom.fq_start += 1
+        self.hw.flush_all(d)
+        dom.fq_finish += 1
+        self.c["stale_page_ns"] += self.now * dom.pend_pages - dom.pend_pagets
+        dom.pend_pages = dom.pend_pagets = 0
+
+    def fq_ring_free(self, d, q, cpu):
+        dom = self.domains[d]
+        ring = dom.fq[q]
+        while ring and ring[0]["counter"] < dom.fq_finish:
+            e = ring.popleft()
+            if e["node"] is not None:
+                dom.iovad.free_iova_fast(cpu, e["node"], e["pages"], self.now)
+            self.pages.put_list(e["fl"])
+
+    def queue_iova(self, d, cpu, node, pages, fl):
+        dom = self.domains[d]
+        self.fq_ring_free(d, cpu, cpu)
+        if len(dom.fq[cpu]) == self.P[L.P_FQ_SIZE] - 1:
+            self.c["fq_flush_full"] += 1
+            self.fq_flush(d)
+            self.fq_ring_free(d, cpu, cpu)
+        dom.fq[cpu].append({"node": node, "pages": pages, "counter": dom.fq_start, "fl": fl})
+        self.c["fq_queued"] += 1
+        if (d, "fq") not in self.timers.due:
+            dom.fq_timer_cpu = cpu
+            self.timers.arm((d, "fq"), self.now + self.P[L.P_FQ_TIMEOUT])
+
+    def unmap(self, d, cpu, h, size):
+        m = self.maps.get(h)
+        if m is None or m.state == "unmapped":
+            return L.ST_UNMAP_UNKNOWN
+        if size != m.size:
+            return L.ST_UNMAP_SIZE
+        self.c["unmaps"] += 1
+        failed = m.state == "failed"
+        m.state = "unmapped"
+        if failed:
+            return L.ST_DONE
+        dom = self.domains[d]
+        queued = self.lazy and not m.api
+        g = {"start": L.NEVER, "end": 0, "pgsize": 0, "fl": []}
+        it, done = m.base, 0
+        while done < m.length:
+            pgsize, count = iommu_pgsize(self.bitmap, it, it, m.length - done)
+            size_ = pgsize * count
+            lsize = 4096 << (9 * (dom.pt.leaf_level(it >> 12) - 1))
+            size_ = max(size_, lsize)
+            dom.pt.clear_range(dom.pt.root, dom.pt.levels, 0, it >> 12, (it + size_ - 1) >> 12, g["fl"])
+            if not queued:
+                self.gather_add_page(d, g, it, size_)
+            it += size_
+            done += size_
+        if not queued:
+            self.iotlb_sync(d, g)
+            if m.node is not None:
+                dom.iovad.free_iova_fast(cpu, m.node, m.pages, self.now)
+            return L.ST_DONE
+        npages = m.length >> 12
+        self.hw.mark_stale(d, m.base >> 12, npages)
+        dom.pend_pages += npages
+        dom.pend_pagets += npages * self.now
+        self.queue_iova(d, cpu, m.node, m.pages, g["fl"])
+        return L.ST_DONE
+
+    # -- access -----------------------------------------------------------------
+    def translate(self, d, va):
+        self.c["lookups"] += 1
+        r = self.hw.tlb_lookup(d, va)
+        if r:
+            self.c["iotlb_hits"] += 1
+            self.c["stale_hits"] += r == 2
+            return
+        self.c["iotlb_misses"] += 1
+        levels = self.hw.levels
+        start = levels + 1
+        for level in range(2, levels + 1):
+            if level not in self.hw.psc:
+                continue
+            if self.hw.psc_lookup(d, level, va):
+                self.c[f"psc_l{level}_hits"] += 1
+                start = level
+                break
+            self.c[f"psc_l{level}_misses"] += 1
+        stop, leaf = self.domains[d].pt.walk(va >> 12)
+        self.c["walk_reads"] += max(1, start - stop)
+        for level in range(stop + 1, start):
+            self.hw.psc_fill(d, level, va)
+        if leaf == 0:
+            self.c["faults"] += 1
+        else:
+            self.hw.tlb_fill(d, va, leaf)
+
+    def access(self, d, h, iova, offset, size):
+        self.c["accesses"] += 1
+        self.c["bytes_accessed"] += size
+        if h != ts.NO_HANDLE:
+            m = self.maps.get(h)
+            if m is None:
+                return L.ST_ACCESS_UNKNOWN
+            if m.state == "unmapped":
+                self.c["late_accesses"] += 1
+            addr = m.dma + offset
+        else:
+            addr = iova
+        for pfn in range(addr >> 12, ((addr + size - 1) >> 12) + 1):
+            self.translate(d, pfn << 12)
+        return L.ST_DONE
+
+    def event(self, row):
+        t = row["ts"]
+        self.fire_timers(t)
+        self.now = t
+        d = self.domain(row["device"])
+        self.c["events"] += 1
+        op = row["op"]
+        if op == ts.OP_MAP:
+            return self.map(d, row["cpu"], row["handle"], row["iova"], row["paddr"], row["size"], row["flags"])
+        if op == ts.OP_UNMAP:
+            return self.unmap(d, row["cpu"], row["handle"], row["size"])
+        return self.access(d, row["handle"], row["iova"], row["offset"], row["size"])
+
+    def result(self):
+        values = dict(self.c)
+        for dom in self.domains.values():
+            values["stale_page_ns"] += self.now * dom.pend_pages - dom.pend_pagets
+        values["pt_pages_live"] = self.pages.live
+        values["pt_pages_pending"] = self.pages.pending
+        values["memcg_charged_bytes"] = self.pages.charged
+        values["fq_pending_pages"] = sum(dom.pend_pages for dom in self.domains.values())
+        return metrics.derive(values, self.spec.vendor.cost_params(self.spec.params))
+
+
+def run(path, spec, flush, gfp):
+    """Simulate a (small) trace event by event; returns metrics like Simulator."""
+    with TraceReader(path) as r:
+        ref = Reference(spec, flush, gfp, r.num_cpus)
+        for row0, cols in r.batches():
+            names = list(cols)
+            for i, values in enumerate(zip(*(cols[n].tolist() for n in names))):
+                st = ref.event(dict(zip(names, values)))
+                if st != L.ST_DONE:
+                    raise TraceError(path, f"row {row0 + i}: status {st}")
+        return ref.result()

@@ -1,0 +1,54 @@
+"""Result rows: config columns plus every metric, written atomically as parquet."""
+
+import hashlib
+import json
+import os
+
+import polars as pl
+
+from harness import __version__, metrics
+
+
+def run_id(config):
+    """Stable id of a run: hash of its config (trace sha256, model, params, modes)."""
+    blob = json.dumps(config, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def row(config, values):
+    out = {k: (json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v)
+           for k, v in config.items()}
+    out["run_id"] = run_id(config)
+    for m in metrics.ALL:
+        out[m.name] = values[m.name]
+    return out
+
+
+def config(reader_path, sha256, provenance, spec, overrides, flush, gfp):
+    return {
+        "trace": os.path.basename(reader_path),
+        "trace_sha256": sha256,
+        "trace_provenance": provenance,
+        "model": spec.name,
+        "family": spec.family,
+        "flush": flush,
+        "gfp": gfp,
+        "overrides": dict(o.split("=", 1) for o in overrides),
+        "params": spec.params,
+        "seed": provenance.get("seed"),
+        "harness_version": __version__,
+    }
+
+
+def write_parquet(out_dir, result_row):
+    """Write one row to out_dir/<run_id>.parquet via a temporary name and rename."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"{result_row['run_id']}.parquet")
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        pl.DataFrame([result_row]).write_parquet(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
