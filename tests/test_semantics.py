@@ -1,0 +1,113 @@
+"""Kernel behaviours checked on hand-written traces, with the values the
+kernel code gives (file/function cited in the modules under test)."""
+
+import pytest
+
+from harness.core.pagetable import iommu_pgsize
+from harness.trace import schema as ts
+from harness.vendors.vtd import psi_aligned_address
+
+from conftest import ac, mp, um
+from helpers import simulate
+
+VTD = 4096 | (1 << 21) | (1 << 30)
+
+
+@pytest.mark.parametrize("iova, paddr, size, expect", [
+    (0x1000, 0x5000, 0x3000, (4096, 3)),
+    (0x200000, 0x40200000, 0x400000, (1 << 21, 2)),
+    (0x1ff000, 0x1ff000, 0x201000, (4096, 1)),       # up to the 2M boundary first
+    (0x200000, 0x201000, 0x200000, (4096, 512)),     # iova and paddr differently offset
+    (0x40000000, 0x40000000, 1 << 30, (1 << 30, 1)),
+])
+def test_iommu_pgsize(iova, paddr, size, expect):
+    assert iommu_pgsize(VTD, iova, paddr, size) == expect
+
+
+@pytest.mark.parametrize("start, end, addr, mask", [
+    (0x1000, 0x1fff, 0x1000, 0),
+    (0x4000, 0x7fff, 0x4000, 2),
+    (0x3000, 0x4fff, 0x0, 3),          # straddles an 8K boundary: widened to 32K block
+    (0x1ff000, 0x200fff, 0x0, 10),     # straddles 2M: the 4M block holding both pages
+])
+def test_psi_aligned_address(start, end, addr, mask):
+    assert psi_aligned_address(start, end) == (addr, mask)
+
+
+def test_iova_top_down_size_aligned_below_4g(trace_file):
+    evs = [mp(0, 0, size=4096), mp(1, 1, size=3 * 4096), mp(2, 2, size=5000, paddr=0x100800),
+           ac(3, 0), ac(4, 1, offset=0x2000), ac(5, 2, offset=3000)]
+    r = simulate(trace_file(evs))
+    assert r["iova_tree_allocs"] == 3 and r["faults"] == 0
+    # 4K at the top of the 32-bit window, then 16K (3 pages rounded up, size-aligned)
+    # below it, then 8K+2K at offset 0x800 -> 3 pages -> 4-page aligned block.
+    assert r["walk_reads"] == 4 + 1 + 1  # first walk misses every PSC level
+
+
+def test_strict_unmap_invalidates_and_faults_late_access(trace_file):
+    evs = [mp(0, 0), ac(1, 0), um(2, 0), ac(3, 0)]
+    r = simulate(trace_file(evs), "strict")
+    assert (r["inv_psi"], r["inv_waits"], r["late_accesses"], r["faults"], r["stale_hits"]) == (1, 1, 1, 1, 0)
+
+
+def test_lazy_unmap_leaves_a_stale_translation(trace_file):
+    evs = [mp(0, 0), ac(1, 0), um(2, 0), ac(3, 0), ac(20_000_000, 0)]
+    r = simulate(trace_file(evs), "lazy")
+    assert r["stale_hits"] == 1 and r["fq_queued"] == 1 and r["fq_flush_timeout"] == 1
+    assert r["faults"] == 1  # after the 10 ms flush-queue timer
+    assert r["stale_page_ns"] == 10_000_000  # unmapped at t=2, flushed by the timer at t=2+10ms
+    assert r["inv_dsi"] == r["flush_all"] == 1 and r["inv_psi"] == 0
+
+
+def test_flush_queue_flushes_when_full(trace_file):
+    n = 600
+    evs = [mp(i, i) for i in range(n)] + [um(n + i, i) for i in range(n)]
+    r = simulate(trace_file(evs), "lazy")
+    # 256 slots, one kept empty: a full queue flushes before the 256th entry
+    assert r["fq_flush_full"] == 2 and r["fq_queued"] == n
+
+
+def test_superpage_and_table_freeing(trace_file):
+    two_m = 1 << 21
+    evs = [mp(0, 0, size=two_m, paddr=0x40000000), ac(1, 0), ac(2, 0, offset=two_m - 64),
+           um(3, 0, size=two_m)]
+    r = simulate(trace_file(evs))
+    # a 2M buffer at a 2M-aligned paddr gets a 2M IOVA block and one superpage
+    assert r["iotlb_misses"] == 1 and r["iotlb_hits"] == 1
+    assert r["pt_pages_alloc"] == 3 and r["pt_pages_freed"] == 0  # root, L3, L2
+    evs = [mp(0, 0, size=two_m, paddr=0x40001000), um(1, 0, size=two_m)]
+    r = simulate(trace_file(evs))
+    # a misaligned paddr needs 4K pages; the unmap covers the whole leaf table and frees it
+    assert r["pt_pages_alloc"] == 4 and r["pt_pages_freed"] == 1
+
+
+def test_gfp_policies_and_memcg_charge(trace_file):
+    evs = [mp(0, 0), mp(1, 1, paddr=0x40000000 << 4, flags=ts.FLAG_FROM_DEVICE | ts.FLAG_ATOMIC)]
+    f = trace_file(evs)
+    a, k, ka = (simulate(f, gfp=g) for g in ("atomic", "kernel", "kernel-account"))
+    assert a["alloc_gfp_atomic"] == 3 and a["alloc_gfp_kernel"] == 1  # root at domain creation
+    assert k["alloc_gfp_kernel"] == 4 and k["alloc_gfp_atomic"] == 0
+    assert ka["alloc_gfp_kernel_account"] == 4 and ka["memcg_charged_bytes"] == 4 * 4096
+
+
+def test_iommu_api_misaligned_map_is_einval(trace_file):
+    evs = [mp(0, 0, size=4096, iova=0x10000800, flags=ts.FLAG_IOMMU_API), ac(1, 0)]
+    r = simulate(trace_file(evs))
+    assert r["map_einval"] == 1 and r["faults"] == 1
+
+
+@pytest.mark.parametrize("events, message", [
+    ([um(0, 5)], "row 0: unmap of handle 5, which has no live mapping"),
+    ([mp(0, 1), um(1, 1), um(2, 1)], "row 2: unmap of handle 1"),
+    ([mp(0, 1), mp(1, 1)], "row 1: map of handle 1, which is still mapped"),
+    ([mp(0, 1), um(1, 1, size=8192)], "row 1: unmap of handle 1 with size 8192"),
+    ([ac(0, 3)], "row 0: access through handle 3, which was never mapped"),
+    ([mp(0, 1, size=0)], "row 0: column 'size' is 0, expected > 0"),
+    ([mp(5, 1), mp(4, 2)], "row 1: column 'ts' is 4, expected non-decreasing"),
+    ([mp(0, 1, cpu=7)], "row 0: column 'cpu' is 7, expected < num_cpus = 2"),
+    ([dict(op=9, size=1)], "row 0: column 'op' is 9"),
+])
+def test_bad_events_name_the_row(trace_file, events, message):
+    from harness.errors import TraceError
+    with pytest.raises(TraceError, match=message.replace("(", r"\(")):
+        simulate(trace_file(events))
