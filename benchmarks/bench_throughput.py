@@ -1,0 +1,70 @@
+"""Throughput and memory of the simulator on project-generated traces.
+
+    python -m benchmarks.bench_throughput [--events 10000000] [--rss-events 100000000]
+
+Prints events/s for a nic-rx trace with intel-vtd in strict and lazy mode on
+one core (numba cache warmed first), and with --rss-events the peak RSS of a
+run over a longer trace, measured in a child process.
+"""
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from harness import models
+from harness.core.simulator import Simulator
+from harness.trace import synth
+from harness.trace.reader import TraceReader
+
+CACHE = Path(os.environ.get("IOMMU_HARNESS_BENCH_DIR", ".bench"))
+
+
+def nic_trace(events):
+    """A cached nic-rx trace of about `events` rows (3 per packet)."""
+    path = CACHE / f"nic-rx-{events}.arrow"
+    if not path.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        synth.nic_rx(path, packets=events // 3, queues=8, ring=1024, rate=8e6, seed=1)
+    return path
+
+
+def run(path, flush, model="intel-vtd"):
+    spec = models.resolve(model)
+    with TraceReader(path) as r:
+        sim = Simulator(spec, flush, "atomic", r.num_cpus)
+        t = time.perf_counter()
+        res = sim.run(r)
+        return res["events"], time.perf_counter() - t
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=10_000_000)
+    ap.add_argument("--rss-events", type=int, default=0, help="also measure peak RSS on this many events")
+    ap.add_argument("--child-run", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child_run:
+        run(Path(args.child_run), "lazy")
+        return
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
+    run(nic_trace(3000), "strict")  # load or compile the kernels
+    path = nic_trace(args.events)
+    print(f"{'model':<10} {'trace':<24} {'flush':<7} {'events':>12} {'seconds':>8} {'M events/s':>11}")
+    for flush in ("strict", "lazy"):
+        n, dt = run(path, flush)
+        print(f"{'intel-vtd':<10} {path.name:<24} {flush:<7} {n:>12,} {dt:>8.2f} {n / dt / 1e6:>11.1f}")
+    if args.rss_events:
+        big = nic_trace(args.rss_events)
+        subprocess.run([sys.executable, "-m", "benchmarks.bench_throughput", "--child-run", str(big)],
+                       check=True)
+        rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+        print(f"peak RSS over {args.rss_events:,} events ({big.stat().st_size / 2**30:.1f} GiB "
+              f"trace): {rss:.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()
