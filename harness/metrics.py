@@ -46,6 +46,7 @@ COUNTERS = (
     Metric("iova_allocs", "calls", "IOVA allocations (alloc_iova_fast) that succeeded"),
     Metric("iova_rcache_hits", "calls", "IOVA allocations served by the per-CPU rcache or depot"),
     Metric("iova_tree_allocs", "calls", "IOVA allocations served by the tree (slow path)"),
+    Metric("iova_tree_walk_steps", "nodes", "rb_prev steps of __alloc_and_insert_iova_range (slow-path cost)"),
     Metric("iova_32bit_fallbacks", "events", "devices that left the 32-bit-first window (PCI SAC trick)"),
     Metric("iova_rcache_flushes", "calls", "allocation retries after flushing all rcaches"),
     Metric("iova_alloc_failures", "calls", "IOVA allocations that failed (map returns an error)"),

@@ -1,38 +1,20 @@
-"""Bit helpers with the kernel's meanings (include/linux/bitops.h, log2.h)."""
+"""Bit helpers with the kernel's meanings (include/linux/bitops.h, log2.h),
+compiled to the CPU's count-leading/trailing-zeros instructions."""
 
 from numba import njit
+from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
 
 
 @njit(cache=True, inline="always")
 def fls0(x):
     """Index of the highest set bit (__fls), -1 for 0."""
-    if x == 0:
-        return -1
-    n = 0
-    if x >> 32:
-        x >>= 32
-        n += 32
-    if x >> 16:
-        x >>= 16
-        n += 16
-    if x >> 8:
-        x >>= 8
-        n += 8
-    if x >> 4:
-        x >>= 4
-        n += 4
-    if x >> 2:
-        x >>= 2
-        n += 2
-    if x >> 1:
-        n += 1
-    return n
+    return 63 - leading_zeros(x) if x else -1
 
 
 @njit(cache=True, inline="always")
 def ffs0(x):
     """Index of the lowest set bit (__ffs); x must be non-zero."""
-    return fls0(x & -x)
+    return trailing_zeros(x)
 
 
 @njit(cache=True, inline="always")

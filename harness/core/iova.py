@@ -84,6 +84,7 @@ def alloc_iova(S, d, size, limit_pfn):
             new_pfn = (high_pfn - size) & align_mask
             prev = curr
             curr = nodes[curr, PREV]
+            S.C[L.C_IOVA_TREE_WALK_STEPS] += 1
             if not (curr != -1 and new_pfn <= nodes[curr, HI] and new_pfn >= low_pfn):
                 break
         if high_pfn < size or new_pfn < low_pfn:

@@ -155,8 +155,18 @@ def iommu_map(S, d, iova, paddr, size, gfp, charge):
 def _clear_range(S, d, start_pfn, last_pfn, fl):
     """dma_pte_clear_level() from the root, as a loop over a frame stack
     (level, table, pfn, index) visiting entries in the kernel's order."""
-    st = S.stack
     top = S.P[L.P_LEVELS]
+    if last_pfn - start_pfn < 511 and start_pfn >> 9 == last_pfn >> 9:
+        # Within one leaf table and covering no whole entry above level 1: the
+        # walk below only clears level-1 PTEs (a superpage or hole clears nothing).
+        t = S.D[d, L.D_ROOT]
+        for level in range(top, 1, -1):
+            t = S.pt[t, _idx(start_pfn, level)]
+            if t <= 0:
+                return
+        S.pt[t, start_pfn & 511:(last_pfn & 511) + 1] = 0
+        return
+    st = S.stack
     st[0, 0], st[0, 1], st[0, 2], st[0, 3] = top, S.D[d, L.D_ROOT], start_pfn, _idx(start_pfn, top)
     sp = 1
     while sp:

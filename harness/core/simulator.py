@@ -59,6 +59,7 @@ class Simulator:
         self.S = state.new(build_params(spec, flush, gfp, num_cpus), num_cpus)
         self._dev_keys = np.zeros(0, np.uint32)
         self._dev_dom = np.zeros(0, np.int64)
+        self._dom_buf = np.zeros(0, np.int64)  # reused: fresh pages per batch cost page faults
         self._last_ts = 0
 
     def run(self, reader, progress=None):
@@ -75,7 +76,9 @@ class Simulator:
     def _prepare(self, path, row0, c):
         """Validate the batch and number its devices; returns the domain column."""
         n = len(c["op"])
-        dom = np.empty(n, np.int64)
+        if len(self._dom_buf) < n:
+            self._dom_buf = np.empty(n, np.int64)
+        dom = self._dom_buf[:n]
         hmax = -1
         i = 0
         while True:

@@ -64,6 +64,7 @@ class IovaDomain:
                 high_pfn = min(high_pfn, curr.lo)
                 new_pfn = (high_pfn - size) & align_mask
                 curr = self._prev(curr)
+                self.c["iova_tree_walk_steps"] += 1
                 if not (curr is not None and new_pfn <= curr.hi and new_pfn >= low_pfn):
                     break
             if high_pfn < size or new_pfn < low_pfn:
