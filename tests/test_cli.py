@@ -82,3 +82,10 @@ def test_models_list_and_show():
     assert r.exit_code == 0 and "intel-vtd" in r.output
     r = runner.invoke(app, ["models", "show", "intel-vtd"])
     assert r.exit_code == 0 and "inv.mamv" in r.output and "VTD_MAMV" in r.output
+
+
+def test_results_readme_documents_every_metric():
+    from pathlib import Path
+    doc = (Path(__file__).parent.parent / "results" / "README.md").read_text()
+    for m in metrics.ALL:
+        assert f"| `{m.name}` | {m.unit} |" in doc, m.name
