@@ -1,4 +1,5 @@
 # Every target works on a fresh clone: the virtualenv and its packages come from here.
+PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/iommu-harness
@@ -8,7 +9,8 @@ DEMO := results/demo
 .PHONY: install test demo bench clean
 
 $(STAMP): pyproject.toml
-	python3 -m venv $(VENV)
+	@$(PYTHON) -c 'import sys; sys.exit("needs Python >= 3.11 with venv; run make PYTHON=python3.11 ...") if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $(STAMP)

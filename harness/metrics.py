@@ -62,8 +62,8 @@ COUNTERS = (
     Metric("alloc_gfp_kernel", "pages", "page-table pages allocated with GFP_KERNEL"),
     Metric("alloc_gfp_kernel_account", "pages", "page-table pages allocated with GFP_KERNEL_ACCOUNT"),
     Metric("memcg_charged_peak_bytes", "bytes", "peak page-table bytes charged to the memory cgroup"),
-    Metric("map_einval", "events", "maps the kernel rejects with -EINVAL (misaligned IOMMU-API "
-           "map, DMA address not matching the buffer's page offset)"),
+    Metric("map_rejected", "events", "maps the kernel rejects: -EINVAL (misaligned IOMMU-API map, "
+           "DMA address not matching the buffer's page offset), -EFAULT (beyond the address width)"),
     Metric("map_overlaps", "pages", "pages a map found already mapped (left unchanged)"),
     Metric("superpage_switches", "tables", "page tables freed to make room for a superpage"),
     Metric("domains", "domains", "DMA domains created (one per device)"),

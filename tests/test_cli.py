@@ -22,8 +22,9 @@ def nic(tmp_path_factory):
 
 def test_synth_is_deterministic(nic, tmp_path):
     again = tmp_path / "again.arrow"
-    runner.invoke(app, ["trace", "synth", "nic-rx", "-o", str(again), "--packets", "5000",
-                        "--queues", "2", "--ring", "64", "--seed", "3"])
+    r = runner.invoke(app, ["trace", "synth", "nic-rx", "-o", str(again), "--packets", "5000",
+                            "--queues", "2", "--ring", "64", "--seed", "3"])
+    assert r.exit_code == 0, r.output
     assert again.read_bytes() == nic.read_bytes()
 
 

@@ -29,7 +29,7 @@ def check(r, flush):
         assert r["stale_hits"] == 0 and r["stale_page_ns"] == 0 and r["fq_queued"] == 0
         assert r["pt_pages_pending"] == 0
     else:
-        assert r["fq_queued"] == r["unmaps"] - r["map_einval"] - r["iova_alloc_failures"] or r["fq_queued"] <= r["unmaps"]
+        assert r["fq_queued"] <= r["unmaps"]
 
 
 @pytest.mark.parametrize("flush", ["strict", "lazy"])
@@ -39,6 +39,8 @@ def test_nic_rx_invariants(nic, flush, gfp):
     check(r, flush)
     assert r["maps"] == 30_000 + 4 * 128 and r["unmaps"] == 30_000 and r["accesses"] == 30_000
     assert r["faults"] == 0
+    if flush == "lazy":
+        assert r["fq_queued"] == r["unmaps"]
     if gfp == "kernel-account":
         assert r["memcg_charged_bytes"] == 4096 * r["pt_pages_live"] > 0
     else:
@@ -60,7 +62,7 @@ def test_lazy_trades_invalidations_for_exposure(nic):
 @given(seed=st.integers(0, 2**32), n=st.integers(1, 300), flush=st.sampled_from(["strict", "lazy"]),
        batch=st.integers(1, 50))
 def test_generated_invariants_and_batching(tmp_path_factory, seed, n, flush, batch):
-    evs = build(seed, n, 16, 0.1, 0.1, 0.2)
+    evs = build(seed, n, 16, 0.1, 0.1, 0.2, 2)
     if not evs:
         return
     d = tmp_path_factory.mktemp("inv")

@@ -35,13 +35,17 @@ def test_psi_aligned_address(start, end, addr, mask):
 
 
 def test_iova_top_down_size_aligned_below_4g(trace_file):
-    evs = [mp(0, 0, size=4096), mp(1, 1, size=3 * 4096), mp(2, 2, size=5000, paddr=0x100800),
-           ac(3, 0), ac(4, 1, offset=0x2000), ac(5, 2, offset=3000)]
+    # 4K lands on the top page of the 32-bit window (alloc_iova passes limit + 1);
+    # 3 pages round up to 4, size-aligned below it; 5000 bytes at page offset
+    # 0x800 span 2 pages, 2-aligned below that (DMA address keeps the offset).
+    evs = [mp(0, 0, size=4096), mp(1, 1, size=3 * 4096), mp(2, 2, size=5000, paddr=0x100800)]
+    expect = {0xFFFFF000: 1, 0xFFFF8000: 3, 0xFFFF6000: 2, 0xFFFF6800: 2}
+    for t, iova in enumerate(expect, 3):
+        evs.append(ac(t, 0xFFFFFFFF, iova=iova, size=1))
+    evs += [ac(10, 0xFFFFFFFF, iova=0xFFFFE000, size=1), ac(11, 0xFFFFFFFF, iova=0xFFFFB000, size=1)]
     r = simulate(trace_file(evs))
-    assert r["iova_tree_allocs"] == 3 and r["faults"] == 0
-    # 4K at the top of the 32-bit window, then 16K (3 pages rounded up, size-aligned)
-    # below it, then 8K+2K at offset 0x800 -> 3 pages -> 4-page aligned block.
-    assert r["walk_reads"] == 4 + 1 + 1  # first walk misses every PSC level
+    assert r["iova_tree_allocs"] == 3
+    assert r["lookups"] == 6 and r["faults"] == 2  # only the two gaps fault
 
 
 def test_strict_unmap_invalidates_and_faults_late_access(trace_file):
@@ -93,7 +97,7 @@ def test_gfp_policies_and_memcg_charge(trace_file):
 def test_iommu_api_misaligned_map_is_einval(trace_file):
     evs = [mp(0, 0, size=4096, iova=0x10000800, flags=ts.FLAG_IOMMU_API), ac(1, 0)]
     r = simulate(trace_file(evs))
-    assert r["map_einval"] == 1 and r["faults"] == 1
+    assert r["map_rejected"] == 1 and r["faults"] == 1
 
 
 @pytest.mark.parametrize("events, message", [
@@ -106,8 +110,25 @@ def test_iommu_api_misaligned_map_is_einval(trace_file):
     ([mp(5, 1), mp(4, 2)], "row 1: column 'ts' is 4, expected non-decreasing"),
     ([mp(0, 1, cpu=7)], "row 0: column 'cpu' is 7, expected < num_cpus = 2"),
     ([dict(op=9, size=1)], "row 0: column 'op' is 9"),
+    ([ac(0, 0xFFFFFFFF, size=(1 << 30) + 1)], "row 0: column 'size' is 1073741825, expected at most 1 GiB"),
 ])
 def test_bad_events_name_the_row(trace_file, events, message):
     from harness.errors import TraceError
     with pytest.raises(TraceError, match=message.replace("(", r"\(")):
         simulate(trace_file(events))
+
+
+def test_superpage_switch_stops_at_the_table_end(trace_file):
+    # 2M pages from 0x3fe00000 to 0x40200000 cross from one level-2 table into
+    # the next: the second table is allocated by the map with the caller's gfp.
+    evs = [mp(0, 0, size=4 << 20, iova=0x3FE00000, paddr=0x80000000, flags=ts.FLAG_IOMMU_API)]
+    r = simulate(trace_file(evs), gfp="kernel-account")
+    assert r["pt_pages_alloc"] == 4 and r["alloc_gfp_kernel_account"] == 4
+    assert r["memcg_charged_bytes"] == 4 * 4096 and r["inv_psi"] + r["inv_dsi"] == 0
+
+
+def test_map_beyond_address_width_is_rejected(trace_file):
+    evs = [mp(0, 0, iova=1 << 48, flags=ts.FLAG_IOMMU_API), ac(1, 0xFFFFFFFF, iova=1 << 48),
+           ac(2, 0xFFFFFFFF, iova=0)]
+    r = simulate(trace_file(evs))
+    assert r["map_rejected"] == 1 and r["faults"] == 2 and r["walk_reads"] == 1

@@ -58,19 +58,22 @@ def init_domain(S, d):
 @njit(cache=True)
 def _find_limit(S, d, limit_pfn):
     """iova_find_limit(): the anchor above the 32-bit window, else the lowest
-    node whose pfn_hi >= limit_pfn."""
+    node with pfn_lo >= limit_pfn (the tree search's answer whenever no node
+    straddles the limit; with one, the kernel's answer depends on tree shape)."""
     n = S.D[d, L.D_ANCHOR]
     if limit_pfn > DMA_32BIT_PFN:
         return n
-    while S.nodes[n, PREV] != -1 and S.nodes[S.nodes[n, PREV], HI] >= limit_pfn:
+    while S.nodes[n, PREV] != -1 and S.nodes[S.nodes[n, PREV], LO] >= limit_pfn:
         n = S.nodes[n, PREV]
     return n
 
 
 @njit(cache=True)
 def alloc_iova(S, d, size, limit_pfn):
-    """alloc_iova(size_aligned=true) / __alloc_and_insert_iova_range(): node or -1."""
+    """alloc_iova(size_aligned=true) / __alloc_and_insert_iova_range(): node or -1.
+    limit_pfn is inclusive; alloc_iova() passes limit_pfn + 1 to the walk."""
     nodes = S.nodes
+    limit_pfn += 1
     align_mask = -1 << bits.fls_long(size - 1)
     high_pfn = limit_pfn
     low_pfn = 1  # start_pfn: dma-iommu never hands out IOVA 0

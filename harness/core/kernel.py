@@ -74,8 +74,8 @@ def _map(S, d, cpu, h, iova_rec, paddr, size, flags):
         off = 0
         length = size
         base = iova_rec
-        if (iova_rec | paddr | size) & 4095:
-            S.C[L.C_MAP_EINVAL] += 1
+        if (iova_rec | paddr | size) & 4095:  # __iommu_map(): -EINVAL
+            S.C[L.C_MAP_REJECTED] += 1
             return L.ST_DONE
     else:
         off = paddr & 4095
@@ -89,9 +89,12 @@ def _map(S, d, cpu, h, iova_rec, paddr, size, flags):
             H[h, L.H_PAGES] = length >> 12
         else:
             if (iova_rec & 4095) != off:
-                S.C[L.C_MAP_EINVAL] += 1
+                S.C[L.C_MAP_REJECTED] += 1
                 return L.ST_DONE
             base = iova_rec - off
+    if (base + length - 1) >> 12 > S.P[L.P_APERTURE_PFN]:  # intel_iommu_map(): -EFAULT
+        S.C[L.C_MAP_REJECTED] += 1
+        return L.ST_DONE
     gfp, charge = _gfp(S, flags)
     pagetable.iommu_map(S, d, base, paddr - off, length, gfp, charge)
     H[h, L.H_STATE] = L.HS_MAPPED
@@ -134,7 +137,7 @@ def _unmap(S, d, cpu, h, size):
         if H[h, L.H_NODE] != -1:
             iova.free_iova_fast(S, d, cpu, H[h, L.H_NODE], H[h, L.H_PAGES])
         return L.ST_DONE
-    npages = length >> 12
+    npages = (it - base) >> 12  # with any superpage widening
     iotlb.range_apply(S, d, base >> 12, npages, 1)
     S.D[d, L.D_PEND_PAGES] += npages
     S.D[d, L.D_PEND_PAGETS] += npages * S.G[L.G_NOW]
@@ -152,6 +155,9 @@ def _translate(S, d, va):
             S.C[L.C_STALE_HITS] += 1
         return
     S.C[L.C_IOTLB_MISSES] += 1
+    if va >> 12 > S.P[L.P_APERTURE_PFN]:  # beyond the address width: fault, no walk
+        S.C[L.C_FAULTS] += 1
+        return
     levels = S.P[L.P_LEVELS]
     start = levels + 1
     for level in range(2, levels + 1):

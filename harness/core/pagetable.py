@@ -124,8 +124,9 @@ def _domain_mapping(S, d, pfn, nr, level, gfp, charge):
                 nr -= lvl_pages
                 continue
             if level > 1:
-                end_pfn = ((pfn + nr) & ~(lvl_pages - 1)) - 1
-                _switch_to_super_page(S, d, pfn, end_pfn, level)
+                # pages_to_remove: up to the end of this table page
+                left = (512 - _idx(pfn, level)) * lvl_pages
+                _switch_to_super_page(S, d, pfn, pfn + min(nr, left) - 1, level)
         i = _idx(pfn, level)
         if S.pt[t, i] != 0:
             S.C[L.C_MAP_OVERLAPS] += lvl_pages

@@ -24,7 +24,12 @@ CHECKS = (
     ("paddr", "expected < 2^63"),
     ("size", "expected < 2^63"),
     ("offset", "expected < 2^63"),
+    ("size", "expected at most 1 GiB per access (split larger transfers)"),
+    ("size", "expected at most 2^57 bytes (the largest IOVA space)"),
+    ("offset", "expected at most 2^57 bytes (the largest IOVA space)"),
 )
+MAX_ACCESS = 1 << 30
+MAX_MAP = 1 << 57
 
 
 @njit(cache=True)
@@ -61,6 +66,12 @@ def prepare(ts_, op, cpu, device, handle, iova, paddr, size, offset, flags, star
             bad = 10
         elif offset[i] >= top:
             bad = 11
+        elif op[i] == ts.OP_ACCESS and size[i] > MAX_ACCESS:
+            bad = 12
+        elif size[i] > MAX_MAP:
+            bad = 13
+        elif offset[i] > MAX_MAP:
+            bad = 14
         if bad >= 0:
             return BAD + bad, i, last_ts, hmax
         last_ts = ts_[i]

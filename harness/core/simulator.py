@@ -44,6 +44,7 @@ def build_params(spec, flush, gfp, num_cpus):
     if not 32 <= bits <= 64:
         raise HarnessError(f"model parameter iova.dma_mask_bits = {bits}: expected 32..64")
     P[L.P_DMA_LIMIT_PFN] = min((1 << bits) - 1, aperture_end) >> 12
+    P[L.P_APERTURE_PFN] = aperture_end >> 12
     P[L.P_LAZY] = L.FLUSH_MODES[flush]
     P[L.P_GFP] = L.GFP_POLICIES[gfp]
     P[L.P_NCPU] = num_cpus
@@ -113,8 +114,9 @@ class Simulator:
         h = c["handle"]
         if hmax >= 0:
             S = state.ensure_handles(S, hmax + 1)
+        # per domain: 12 magazines per CPU at init, plus what a flush-queue drain takes
         S.P[L.P_MAG_MARGIN] = S.D.shape[0] * self.num_cpus * (
-            S.P[L.P_FQ_SIZE] // S.P[L.P_MAG_SIZE] + 8) + 16
+            S.P[L.P_FQ_SIZE] // S.P[L.P_MAG_SIZE] + 2 + 2 * L.IOVA_RANGE_CACHE_MAX_SIZE) + 16
         i64 = lambda name: c[name].view(np.int64)  # noqa: E731 (validated < 2^63)
         args = (i64("ts"), c["op"], c["cpu"], dom, h, i64("iova"), i64("paddr"),
                 i64("size"), i64("offset"), c["flags"])

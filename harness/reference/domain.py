@@ -140,7 +140,8 @@ class Reference:
                         nr -= lvl_pages
                         continue
                     if level > 1:
-                        self.switch_to_super_page(d, pfn, ((pfn + nr) & ~(lvl_pages - 1)) - 1, level)
+                        left = (512 - idx(pfn, level)) * lvl_pages
+                        self.switch_to_super_page(d, pfn, pfn + min(nr, left) - 1, level)
                 i = idx(pfn, level)
                 if t.e[i] is not None:
                     self.c["map_overlaps"] += lvl_pages
@@ -163,7 +164,7 @@ class Reference:
         if m.api:
             off, length, base = 0, size, iova
             if (iova | paddr | size) & 4095:
-                self.c["map_einval"] += 1
+                self.c["map_rejected"] += 1
                 return L.ST_DONE
         else:
             off = paddr & 4095
@@ -175,9 +176,12 @@ class Reference:
                 base, m.node, m.pages = node.lo << 12, node, length >> 12
             else:
                 if (iova & 4095) != off:
-                    self.c["map_einval"] += 1
+                    self.c["map_rejected"] += 1
                     return L.ST_DONE
                 base = iova - off
+        if (base + length - 1) >> 12 > self.P[L.P_APERTURE_PFN]:
+            self.c["map_rejected"] += 1
+            return L.ST_DONE
         self.iommu_map(d, base, paddr - off, length, *self.gfp(flags))
         m.state, m.dma, m.base, m.length = "mapped", base + off, base, length
         return L.ST_DONE
@@ -258,7 +262,7 @@ class Reference:
             if m.node is not None:
                 dom.iovad.free_iova_fast(cpu, m.node, m.pages, self.now)
             return L.ST_DONE
-        npages = m.length >> 12
+        npages = (it - m.base) >> 12
         self.hw.mark_stale(d, m.base >> 12, npages)
         dom.pend_pages += npages
         dom.pend_pagets += npages * self.now
@@ -274,6 +278,9 @@ class Reference:
             self.c["stale_hits"] += r == 2
             return
         self.c["iotlb_misses"] += 1
+        if va >> 12 > self.P[L.P_APERTURE_PFN]:
+            self.c["faults"] += 1
+            return
         levels = self.hw.levels
         start = levels + 1
         for level in range(2, levels + 1):

@@ -51,7 +51,6 @@ class VtdHardware:
         self.c = c
         self.levels = P[L.P_LEVELS]
         self.mamv = P[L.P_MAMV]
-        self.batch = P[L.P_INV_BATCH]
         self.tlb = Cache(P[L.P_IOTLB_SETS], P[L.P_IOTLB_WAYS])
         self.psc = {lv: Cache(P[L.P_PSC_SETS + lv], P[L.P_PSC_WAYS + lv])
                     for lv in range(2, self.levels + 1) if P[L.P_PSC_WAYS + lv]}
@@ -111,9 +110,6 @@ class VtdHardware:
                     if dd == d and key << sh < pfn + npages and pfn < (key << sh) + (1 << sh):
                         del st[(dd, key)]
 
-    def _submit(self, descs):
-        self.c["inv_waits"] += -(-descs // self.batch)
-
     def flush_range(self, d, start, end, ih):
         mask = psi_aligned_address(start, end)
         if mask > self.mamv:
@@ -123,10 +119,10 @@ class VtdHardware:
             self.c["inv_psi"] += 1
             self.c["inv_psi_pages"] += 1 << mask
             self._invalidate_range(d, (start >> (12 + mask)) << mask, 1 << mask, ih)
-        self._submit(1)
+        self.c["inv_waits"] += 1
 
     def flush_all(self, d):
         self.c["flush_all"] += 1
         self.c["inv_dsi"] += 1
         self._invalidate_domain(d)
-        self._submit(1)
+        self.c["inv_waits"] += 1

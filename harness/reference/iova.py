@@ -50,9 +50,10 @@ class IovaDomain:
     def _find_limit(self, limit_pfn):
         if limit_pfn > DMA_32BIT_PFN:
             return self.anchor
-        return next(n for n in self.nodes if n.hi >= limit_pfn)
+        return next(n for n in self.nodes if n.lo >= limit_pfn)
 
     def alloc_iova(self, size, limit_pfn):
+        limit_pfn += 1  # alloc_iova() hands the walk an exclusive limit
         align_mask = -1 << (size - 1).bit_length()
         high_pfn, low_pfn = limit_pfn, 1
         if limit_pfn <= DMA_32BIT_PFN and size >= self.max32:
@@ -145,10 +146,10 @@ class IovaDomain:
             self.timers.arm((self.dom, k), now + self.depot_delay)
 
     def flush_rcaches(self):
-        for k in range(RANGE_CACHE_MAX_SIZE):
-            for pair in self.rcache[k]:
-                self._free_mag(pair[0])
-                self._free_mag(pair[1])
+        for cpu in range(len(self.rcache[0])):
+            for k in range(RANGE_CACHE_MAX_SIZE):
+                self._free_mag(self.rcache[k][cpu][0])
+                self._free_mag(self.rcache[k][cpu][1])
         for k in range(RANGE_CACHE_MAX_SIZE):
             while self.depot[k]:
                 self._free_mag(self.depot[k].pop())

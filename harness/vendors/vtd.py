@@ -4,8 +4,9 @@ Invalidation follows drivers/iommu/intel/cache.c (v6.12):
 cache_tag_flush_range() turns a range into one IOTLB descriptor, page-selective
 (PSI) with the address mask from calculate_psi_aligned_address(), or
 domain-selective (DSI) when the mask exceeds CAP.MAMV; cache_tag_flush_all()
-sends DSI. Descriptors are batched (qi_batch, up to QI_MAX_BATCHED_DESC_COUNT
-= 16) and every submission ends with a wait descriptor (qi_submit_sync).
+sends DSI. A domain here has one cache tag (one IOMMU, no device TLB), so a
+flush is one descriptor and one wait descriptor (qi_submit_sync); merging the
+descriptors of several tags into a qi_batch (v6.12) comes with multi-tag models.
 The invalidation hint IH is set when no page-table page was freed, so
 paging-structure caches survive a PSI (VT-d spec 6.5.2.3).
 """
@@ -18,7 +19,7 @@ from harness.core import layout as L
 PARAMS = ("pagetable.levels", "pagetable.pgsizes", "iotlb.entries", "iotlb.ways",
           "psc.l2_entries", "psc.l2_ways", "psc.l3_entries", "psc.l3_ways",
           "psc.l4_entries", "psc.l4_ways", "psc.l5_entries", "psc.l5_ways",
-          "inv.mamv", "inv.batch", "inv.desc_ns", "inv.wait_ns")
+          "inv.mamv", "inv.desc_ns", "inv.wait_ns")
 
 MAX_AGAW_PFN_WIDTH = 52  # intel/iommu.h: MAX_AGAW_WIDTH 64 - VTD_PAGE_SHIFT
 
@@ -38,12 +39,6 @@ def psi_aligned_address(start, end):
 
 
 @njit(cache=True, inline="always")
-def _submit(S, descs):
-    batch = S.P[L.P_INV_BATCH]
-    S.C[L.C_INV_WAITS] += (descs + batch - 1) // batch
-
-
-@njit(cache=True, inline="always")
 def flush_range(S, d, start, end, ih):
     """cache_tag_flush_range(domain, start, end, ih) for one IOTLB cache tag."""
     addr, mask = psi_aligned_address(start, end)
@@ -56,7 +51,7 @@ def flush_range(S, d, start, end, ih):
         iotlb.range_apply(S, d, addr >> 12, 1 << mask, 0)
         if not ih:
             iotlb.psc_invalidate_range(S, d, addr >> 12, 1 << mask)
-    _submit(S, 1)
+    S.C[L.C_INV_WAITS] += 1  # one descriptor: one qi_submit_sync()
 
 
 @njit(cache=True)
@@ -65,7 +60,7 @@ def flush_all(S, d):
     S.C[L.C_FLUSH_ALL] += 1
     S.C[L.C_INV_DSI] += 1
     iotlb.invalidate_domain(S, d)
-    _submit(S, 1)
+    S.C[L.C_INV_WAITS] += 1  # one descriptor: one qi_submit_sync()
 
 
 def _pow2(name, v):
@@ -106,9 +101,6 @@ def hardware_params(spec, P):
         P[L.P_PSC_SETS + level] = _pow2(f"psc.l{level}_entries / ways", e // w) if e else 1
         P[L.P_PSC_WAYS + level] = w
     P[L.P_MAMV] = spec["inv.mamv"]
-    P[L.P_INV_BATCH] = spec["inv.batch"]
-    if P[L.P_INV_BATCH] < 1:
-        raise HarnessError("model parameter inv.batch: expected >= 1")
     aperture_bits = 12 + 9 * levels
     return (1 << aperture_bits) - 1
 
