@@ -92,7 +92,7 @@ PARAM_SETS = {
 
 
 @pytest.mark.parametrize("params", PARAM_SETS, ids=list(PARAM_SETS))
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32), n=st.integers(1, 400), handles=st.integers(1, 48),
        ncpu=st.sampled_from([1, 2, 3, 8, 23, 40]),
        p_api=st.sampled_from([0.0, 0.1, 0.5]), p_late=st.sampled_from([0.0, 0.1]),
