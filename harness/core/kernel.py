@@ -10,9 +10,9 @@ pool needs growing (the caller grows it and resumes) or on bad input.
 import numpy as np
 from numba import njit
 
-from harness.core import flush, iotlb, iova, pagetable, pages, timers
+from harness.core import checks, flush, iotlb, iova, pagetable, pages, timers
 from harness.core import layout as L
-from harness.core.borrow import borrowed
+from harness.core.borrow import borrow, borrowed
 from harness.trace import schema as ts
 
 FLAG_ATOMIC = ts.FLAG_ATOMIC
@@ -206,11 +206,30 @@ def _tables_needed(S, length):
 
 
 @njit(cache=True)
-def run_batch(S0, ts_, op, cpu, dom, handle, iova_, paddr, size, offset, flags, start):
-    """Process rows start.. of a batch; returns (status, row)."""
+def run_batch(S0, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flags, start,
+              dev_keys, dev_dom):
+    """Process rows start.. of a batch; returns (status, row). Each row is
+    checked against the trace contract first; devices map to domains through
+    the sorted dev_keys/dev_dom (a new device stops the loop)."""
     S = borrowed(S0)
+    ts_, op, cpu, device, handle = borrow(ts_), borrow(op), borrow(cpu), borrow(device), borrow(handle)
+    iova_, paddr, size, offset, flags = borrow(iova_), borrow(paddr), borrow(size), borrow(offset), borrow(flags)
+    ncpu = S.P[L.P_NCPU]
+    last_dev = np.int64(-1)
+    d = -1
     for i in range(start, len(op)):
-        d = dom[i]
+        bad = checks.check(ts_, op, cpu, handle, iova_, paddr, size, offset, flags, i,
+                           S.G[L.G_LAST_TS], ncpu)
+        if bad >= 0:
+            return L.ST_BAD + bad, i
+        if np.int64(device[i]) != last_dev:
+            k = np.searchsorted(dev_keys, device[i])
+            if k == len(dev_keys) or dev_keys[k] != device[i]:
+                return L.ST_NEW_DEVICE, i
+            last_dev = np.int64(device[i])
+            d = dev_dom[k]
+        if handle[i] != NO_HANDLE and handle[i] >= S.H.shape[0]:
+            return L.ST_GROW_HANDLES, i
         o = op[i]
         need = _tables_needed(S, size[i] + 4096) if o == OP_MAP else 1
         if (S.G[L.G_PT_FREE] < need + S.P[L.P_LEVELS] or S.G[L.G_NODE_FREE] < 4
@@ -220,6 +239,7 @@ def run_batch(S0, ts_, op, cpu, dom, handle, iova_, paddr, size, offset, flags, 
         if t >= S.G[L.G_NEXT_TIMER]:
             _fire_timers(S, t)
         S.G[L.G_NOW] = t
+        S.G[L.G_LAST_TS] = t
         if S.D[d, L.D_ROOT] == 0:
             _init_domain(S, d)
         S.C[L.C_EVENTS] += 1

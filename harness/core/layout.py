@@ -53,6 +53,7 @@ G_PT_PENDING = 6       # page-table pages on a freelist awaiting invalidation
 G_CHARGED = 8          # bytes charged to the memory cgroup
 G_PT_LIVE = 9          # page-table pages allocated and not freed
 G_IOTLB_LVL = 10       # + level-1: live IOTLB entries per page size
+G_LAST_TS = 14         # timestamp of the last event processed
 NUM_GLOBALS = 16
 
 NEVER = 1 << 62        # timer not armed; also the IOVA anchor pfn
@@ -107,6 +108,9 @@ ST_UNMAP_UNKNOWN = 2
 ST_MAP_LIVE = 3
 ST_UNMAP_SIZE = 4
 ST_ACCESS_UNKNOWN = 5
+ST_NEW_DEVICE = 6      # first event of a device: number it a domain and resume
+ST_GROW_HANDLES = 7    # handle beyond the handle table: grow it and resume
+ST_BAD = 16            # + index into checks.CHECKS
 
 PT_ENTRIES = 512
 PAGE_SHIFT = 12

@@ -7,11 +7,10 @@ growth); every per-event step runs in the compiled kernel.
 import numpy as np
 
 from harness import metrics
-from harness.core import kernel, prepare, state
+from harness.core import checks, kernel, state
 from harness.core import layout as L
 from harness.errors import HarnessError, TraceError
 
-MAX_HANDLES = 1 << 24
 MAX_DOMAINS = 1 << 16
 
 _ERRORS = {
@@ -20,6 +19,12 @@ _ERRORS = {
     L.ST_UNMAP_SIZE: "unmap of handle {h} with size {size}, expected the mapped size",
     L.ST_ACCESS_UNKNOWN: "access through handle {h}, which was never mapped",
 }
+
+
+def _mag_margin(P, ndom, ncpu):
+    """Free magazines the kernel keeps before an event: per domain, 12 per CPU
+    at init plus what a flush-queue drain into the rcaches can take."""
+    return ndom * ncpu * (P[L.P_FQ_SIZE] // P[L.P_MAG_SIZE] + 2 + 2 * L.IOVA_RANGE_CACHE_MAX_SIZE) + 16
 
 
 def build_params(spec, flush, gfp, num_cpus):
@@ -60,8 +65,6 @@ class Simulator:
         self.S = state.new(build_params(spec, flush, gfp, num_cpus), num_cpus)
         self._dev_keys = np.zeros(0, np.uint32)
         self._dev_dom = np.zeros(0, np.int64)
-        self._dom_buf = np.zeros(0, np.int64)  # reused: fresh pages per batch cost page faults
-        self._last_ts = 0
 
     def run(self, reader, progress=None):
         """Stream every batch of reader through the kernel; returns metrics."""
@@ -74,31 +77,6 @@ class Simulator:
                 progress(row0 + len(cols["op"]))
         return self.result()
 
-    def _prepare(self, path, row0, c):
-        """Validate the batch and number its devices; returns the domain column."""
-        n = len(c["op"])
-        if len(self._dom_buf) < n:
-            self._dom_buf = np.empty(n, np.int64)
-        dom = self._dom_buf[:n]
-        hmax = -1
-        i = 0
-        while True:
-            st, i, last_ts, h = prepare.prepare(
-                c["ts"], c["op"], c["cpu"], c["device"], c["handle"], c["iova"], c["paddr"],
-                c["size"], c["offset"], c["flags"], i, np.uint64(self._last_ts),
-                self.num_cpus, MAX_HANDLES, self._dev_keys, self._dev_dom, dom)
-            hmax = max(hmax, h)
-            if st == prepare.OK:
-                break
-            if st == prepare.NEW_DEVICE:
-                self._add_device(c["device"][i])
-                continue
-            col, what = prepare.CHECKS[st - prepare.BAD]
-            raise TraceError(path, f"row {row0 + i}: column '{col}' is {c[col][i]}, " + what.format(
-                ncpu=self.num_cpus, max_handles=MAX_HANDLES, prev=int(last_ts)))
-        self._last_ts = int(last_ts)
-        return dom, hmax
-
     def _add_device(self, device):
         """Devices get domains in order of first appearance (one DMA domain each)."""
         if len(self._dev_keys) >= MAX_DOMAINS:
@@ -107,31 +85,31 @@ class Simulator:
         doms = np.append(self._dev_dom, len(self._dev_keys))
         order = np.argsort(keys, kind="stable")
         self._dev_keys, self._dev_dom = keys[order], doms[order]
+        self.S = state.ensure_domains(self.S, len(keys))
+        self.S.P[L.P_MAG_MARGIN] = _mag_margin(self.S.P, len(keys), self.num_cpus)
 
     def _batch(self, path, row0, c):
-        dom, hmax = self._prepare(path, row0, c)
-        S = state.ensure_domains(self.S, len(self._dev_keys))
-        h = c["handle"]
-        if hmax >= 0:
-            S = state.ensure_handles(S, hmax + 1)
-        # per domain: 12 magazines per CPU at init, plus what a flush-queue drain takes
-        S.P[L.P_MAG_MARGIN] = S.D.shape[0] * self.num_cpus * (
-            S.P[L.P_FQ_SIZE] // S.P[L.P_MAG_SIZE] + 2 + 2 * L.IOVA_RANGE_CACHE_MAX_SIZE) + 16
-        i64 = lambda name: c[name].view(np.int64)  # noqa: E731 (validated < 2^63)
-        args = (i64("ts"), c["op"], c["cpu"], dom, h, i64("iova"), i64("paddr"),
-                i64("size"), i64("offset"), c["flags"])
+        i64 = lambda name: c[name].view(np.int64)  # noqa: E731 (2^63 and up: negative, rejected)
+        cols = (i64("ts"), c["op"], c["cpu"], c["device"], c["handle"], i64("iova"),
+                i64("paddr"), i64("size"), i64("offset"), c["flags"])
         i = 0
         while True:
-            st, i = kernel.run_batch(S, *args, i)
+            st, i = kernel.run_batch(self.S, *cols, i, self._dev_keys, self._dev_dom)
             if st == L.ST_DONE:
-                break
+                return
             if st == L.ST_GROW:
-                S = state.grow_pools(S)
-                continue
-            self.S = S
-            raise TraceError(path, f"row {row0 + i}: " + _ERRORS[st].format(
-                h=int(h[i]), size=int(c["size"][i])))
-        self.S = S
+                self.S = state.grow_pools(self.S)
+            elif st == L.ST_NEW_DEVICE:
+                self._add_device(c["device"][i])
+            elif st == L.ST_GROW_HANDLES:
+                self.S = state.ensure_handles(self.S, int(c["handle"][i]) + 1)
+            elif st >= L.ST_BAD:
+                col, what = checks.CHECKS[st - L.ST_BAD]
+                raise TraceError(path, f"row {row0 + i}: column '{col}' is {c[col][i]}, " + what.format(
+                    ncpu=self.num_cpus, prev=int(self.S.G[L.G_LAST_TS])))
+            else:
+                raise TraceError(path, f"row {row0 + i}: " + _ERRORS[st].format(
+                    h=int(c["handle"][i]), size=int(c["size"][i])))
 
     def gauges(self):
         S = self.S
@@ -149,6 +127,6 @@ class Simulator:
         S = self.S
         values = {m.name: int(v) for m, v in zip(metrics.COUNTERS, S.C)}
         pend = S.D[:, L.D_PEND_PAGES]
-        values["stale_page_ns"] += int((self._last_ts * pend - S.D[:, L.D_PEND_PAGETS]).sum())
+        values["stale_page_ns"] += int((S.G[L.G_LAST_TS] * pend - S.D[:, L.D_PEND_PAGETS]).sum())
         values.update(self.gauges())
         return metrics.derive(values, self.spec.vendor.cost_params(self.spec.params))

@@ -1,0 +1,59 @@
+"""The trace contract, checked per event inside the compiled loop."""
+
+from numba import njit
+
+from harness.trace import schema as ts
+
+MAX_HANDLES = 1 << 24
+MAX_ACCESS = 1 << 30
+MAX_MAP = 1 << 57
+
+# (column, what was expected) per check; check() returns the index.
+CHECKS = (
+    ("op", "expected 0 (map), 1 (unmap) or 2 (access)"),
+    ("size", "expected > 0"),
+    ("cpu", "expected < num_cpus = {ncpu} (schema metadata)"),
+    ("flags", "expected only bits 0-3"),
+    ("handle", "expected a handle on a map/unmap"),
+    ("handle", f"expected < {MAX_HANDLES}: handles name live mappings and are reused after unmap"),
+    ("ts", "expected non-decreasing timestamps (previous row: {prev})"),
+    ("ts", "expected < 2^63"),
+    ("iova", "expected < 2^63"),
+    ("paddr", "expected < 2^63"),
+    ("size", "expected at most 1 GiB per access (split larger transfers)"),
+    ("size", "expected at most 2^57 bytes (the largest IOVA space)"),
+    ("offset", "expected at most 2^57 bytes (the largest IOVA space)"),
+)
+
+
+@njit(cache=True, inline="always")
+def check(ts_, op, cpu, handle, iova, paddr, size, offset, flags, i, last_ts, ncpu):
+    """Index into CHECKS of the first rule row i breaks, or -1. The uint64
+    columns arrive as int64 views: values of 2^63 and above are negative."""
+    if op[i] > ts.OP_ACCESS:
+        return 0
+    if size[i] == 0:
+        return 1
+    if cpu[i] >= ncpu:
+        return 2
+    if flags[i] & ~ts.KNOWN_FLAGS:
+        return 3
+    if op[i] != ts.OP_ACCESS and handle[i] == ts.NO_HANDLE:
+        return 4
+    if handle[i] >= MAX_HANDLES and handle[i] != ts.NO_HANDLE:
+        return 5
+    if ts_[i] < 0:
+        return 7
+    if ts_[i] < last_ts:
+        return 6
+    if iova[i] < 0:
+        return 8
+    if paddr[i] < 0:
+        return 9
+    if op[i] == ts.OP_ACCESS and size[i] > MAX_ACCESS:
+        return 10
+    if size[i] < 0 or size[i] > MAX_MAP:
+        return 11
+    if offset[i] < 0 or offset[i] > MAX_MAP:
+        return 12
+    return -1
