@@ -140,7 +140,11 @@ def run(
     from harness.core.simulator import Simulator
     from harness.trace.reader import TraceReader
 
+    from harness.core import kernel_cached
+
     spec = models.resolve(model, models_dir).with_overrides(set_)
+    if not quiet and not kernel_cached():
+        err.print("compiling the simulation kernel (first run only, about a minute)...")
     with TraceReader(trace) as reader:
         sim = Simulator(spec, flush, gfp, reader.num_cpus)
         show = not quiet and err.is_terminal

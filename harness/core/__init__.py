@@ -28,3 +28,9 @@ def _cache_dir():
 
 if "NUMBA_CACHE_DIR" not in os.environ:
     numba.config.CACHE_DIR = _cache_dir()
+
+
+def kernel_cached():
+    """Whether the compiled event loop is already in the cache (else the first
+    run compiles it, which takes about a minute)."""
+    return any(Path(numba.config.CACHE_DIR).glob("*/kernel.run_batch-*.nbi"))
