@@ -7,6 +7,8 @@ from typer.testing import CliRunner
 from harness import metrics
 from harness.cli import app
 
+from conftest import mp, um, write_trace
+
 runner = CliRunner()
 
 
@@ -76,6 +78,18 @@ def test_bad_input_is_one_line_and_exit_2(nic, tmp_path, args, message):
     lines = r.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], r.output
     assert not (tmp_path / "o.arrow").exists()
+
+
+@pytest.mark.parametrize("events, message", [
+    ([um(0, 4)], "row 0: unmap of handle 4, which has no live mapping"),
+    ([mp(0, 1, size=0)], "row 0: column 'size' is 0, expected > 0"),
+])
+def test_bad_events_exit_2_with_one_line(tmp_path, events, message):
+    p = write_trace(tmp_path / "t.arrow", events)
+    r = runner.invoke(app, ["run", str(p), "--out", str(tmp_path / "res")])
+    assert r.exit_code == 2
+    assert r.output.strip() == f"error: {p}: {message}"
+    assert not (tmp_path / "res").exists()
 
 
 def test_models_list_and_show():

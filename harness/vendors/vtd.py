@@ -15,6 +15,7 @@ from numba import njit
 
 from harness.core import bits, iotlb
 from harness.core import layout as L
+from harness.errors import HarnessError
 
 PARAMS = ("pagetable.levels", "pagetable.pgsizes", "iotlb.entries", "iotlb.ways",
           "psc.l2_entries", "psc.l2_ways", "psc.l3_entries", "psc.l3_ways",
@@ -65,14 +66,13 @@ def flush_all(S, d):
 
 def _pow2(name, v):
     if v < 1 or v & (v - 1):
-        from harness.errors import HarnessError
         raise HarnessError(f"model parameter {name} = {v}: expected a power of two")
     return v
 
 
 def hardware_params(spec, P):
-    """Fill the hardware part of parameter vector P from a resolved spec."""
-    from harness.errors import HarnessError
+    """Fill the hardware part of parameter vector P from a resolved spec;
+    returns the last IOVA the domain can translate (its address width)."""
     levels = spec["pagetable.levels"]
     if levels not in (3, 4, 5):
         raise HarnessError(f"model parameter pagetable.levels = {levels}: expected 3, 4 or 5")
