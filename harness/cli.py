@@ -128,7 +128,7 @@ def _metrics_table(values, title):
 def run(
     trace: Path = typer.Argument(..., help="Trace file (.arrow, format v1)."),
     model: str = typer.Option("intel-vtd", help="Model name or TOML path."),
-    flush: str = typer.Option("strict", help="strict | lazy"),
+    flush: str = typer.Option("strict", help="strict | lazy | lazy-single | passthrough"),
     gfp: str = typer.Option("atomic", help="atomic | kernel | kernel-account"),
     set_: List[str] = typer.Option([], "--set", help="Override a model parameter: key=value."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Write a one-row parquet here."),
@@ -161,7 +161,9 @@ def run(
 
             values = sim.run(reader, progress)
         cfg = results.config(reader.path, reader.sha256() if out_dir else None,
-                             reader.provenance, spec, set_, flush, gfp)
+                             reader.provenance, spec, set_, flush, sim.effective_flush, gfp)
+    if sim.flush_reason and not quiet:
+        err.print(f"flush {flush} runs as {sim.effective_flush}: {sim.flush_reason}")
     if out_dir:
         path = results.write_parquet(out_dir, results.row(cfg, values))
         if not quiet:

@@ -37,6 +37,10 @@ COUNTERS = (
     Metric("inv_psi", "descriptors", "page-selective IOTLB invalidation descriptors"),
     Metric("inv_dsi", "descriptors", "domain-selective IOTLB invalidation descriptors"),
     Metric("inv_psi_pages", "pages", "4 KiB pages covered by page-selective invalidations"),
+    Metric("inv_piotlb", "descriptors", "PASID-based IOTLB invalidations, page-selective (first stage)"),
+    Metric("inv_piotlb_all", "descriptors", "PASID-based IOTLB invalidations, PASID-selective (first stage)"),
+    Metric("inv_traps", "traps", "invalidation submissions that trap to the hypervisor (caching mode)"),
+    Metric("iotlb_sync_maps", "calls", "iotlb_sync_map flushes of new mappings (caching mode, second stage)"),
     Metric("inv_waits", "descriptors", "invalidation wait descriptors (one per submitted batch)"),
     Metric("iotlb_syncs", "calls", "iommu_iotlb_sync of a gathered range"),
     Metric("flush_all", "calls", "flush_iotlb_all (domain-wide flush)"),
@@ -62,6 +66,8 @@ COUNTERS = (
     Metric("alloc_gfp_kernel", "pages", "page-table pages allocated with GFP_KERNEL"),
     Metric("alloc_gfp_kernel_account", "pages", "page-table pages allocated with GFP_KERNEL_ACCOUNT"),
     Metric("memcg_charged_peak_bytes", "bytes", "peak page-table bytes charged to the memory cgroup"),
+    Metric("map_enomem", "events", "maps failed with -ENOMEM: a page-table allocation over the "
+           "memory-cgroup limit"),
     Metric("map_rejected", "events", "maps the kernel rejects: -EINVAL (misaligned IOMMU-API map, "
            "DMA address not matching the buffer's page offset), -EFAULT (beyond the address width)"),
     Metric("map_overlaps", "pages", "pages a map found already mapped (left unchanged)"),
@@ -81,7 +87,7 @@ DERIVED = (
     Metric("iotlb_miss_rate", "ratio", "iotlb_misses / lookups"),
     Metric("iotlb_misses_per_mib", "misses/MiB", "IOTLB misses per MiB accessed"),
     Metric("walk_reads_per_miss", "reads", "page-table reads per IOTLB miss"),
-    Metric("inv_cost_ns", "ns", "modelled invalidation cost: descriptors and waits times their costs"),
+    Metric("inv_cost_ns", "ns", "modelled invalidation cost: descriptors, waits and traps times their costs"),
     Metric("inv_cost_ns_per_mib", "ns/MiB", "modelled invalidation cost per MiB mapped"),
 )
 
@@ -99,9 +105,20 @@ def derive(values, params):
     v["iotlb_miss_rate"] = v["iotlb_misses"] / lookups if lookups else 0.0
     v["iotlb_misses_per_mib"] = v["iotlb_misses"] / mib if mib else 0.0
     v["walk_reads_per_miss"] = v["walk_reads"] / v["iotlb_misses"] if v["iotlb_misses"] else 0.0
-    cost = (params["inv.desc_ns"] * (v["inv_psi"] + v["inv_dsi"])
-            + params["inv.wait_ns"] * v["inv_waits"])
+    descs = v["inv_psi"] + v["inv_dsi"] + v["inv_piotlb"] + v["inv_piotlb_all"]
+    cost = (params["inv.desc_ns"] * descs + params["inv.wait_ns"] * v["inv_waits"]
+            + params["inv.trap_ns"] * v["inv_traps"])
     v["inv_cost_ns"] = float(cost)
     mapped_mib = v["bytes_mapped"] / 2**20
     v["inv_cost_ns_per_mib"] = cost / mapped_mib if mapped_mib else 0.0
     return v
+
+
+def markdown_table():
+    """The metric table of results/README.md (`python -m harness.metrics`)."""
+    rows = [f"| `{m.name}` | {m.unit} | {m.meaning} |" for m in ALL]
+    return "\n".join(["| metric | unit | meaning |", "|---|---|---|"] + rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

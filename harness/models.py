@@ -17,14 +17,26 @@ BUILTIN_DIR = Path(__file__).resolve().parent.parent / "models"
 
 # Domain-core parameters (the Linux IOMMU layer), shared by every model.
 CORE_DEFAULTS = {
+    "kernel": "6.12",
     "fq.size": 256,
     "fq.timeout_ms": 10.0,
+    "fq.single_size": 32768,
+    "fq.single_timeout_ms": 1000.0,
+    "memcg.limit_bytes": 0,
+    "iova.reserved": [],
+    "iova.direct": [],
     "iova.mag_size": 127,
     "iova.depot_delay_ms": 100.0,
     "iova.pci_32bit_first": True,
     "iova.dma_mask_bits": 64,
 }
 CORE_SOURCES = {
+    "kernel": "Linux release the model follows; version quirks switch on it",
+    "fq.single_size": "drivers/iommu/dma-iommu.c IOVA_SINGLE_FQ_SIZE (v6.7)",
+    "fq.single_timeout_ms": "drivers/iommu/dma-iommu.c IOVA_SINGLE_FQ_TIMEOUT (v6.7)",
+    "memcg.limit_bytes": "memory.max of the cgroup charged for GFP_KERNEL_ACCOUNT tables; 0: no limit",
+    "iova.reserved": "IOMMU_RESV_MSI/RESERVED regions [start, end] (bytes) reserved in every iovad",
+    "iova.direct": "IOMMU_RESV_DIRECT regions [start, end]: reserved and identity-mapped at attach",
     "fq.size": "drivers/iommu/dma-iommu.c IOVA_DEFAULT_FQ_SIZE (v6.7)",
     "fq.timeout_ms": "drivers/iommu/dma-iommu.c IOVA_DEFAULT_FQ_TIMEOUT (v6.7)",
     "iova.mag_size": "drivers/iommu/iova.c IOVA_MAG_SIZE = 127 (v6.0; 128 before)",

@@ -24,7 +24,7 @@ def row(config, values):
     return out
 
 
-def config(reader_path, sha256, provenance, spec, overrides, flush, gfp):
+def config(reader_path, sha256, provenance, spec, overrides, flush, effective_flush, gfp):
     return {
         "trace": os.path.basename(reader_path),
         "trace_sha256": sha256,
@@ -32,6 +32,7 @@ def config(reader_path, sha256, provenance, spec, overrides, flush, gfp):
         "model": spec.name,
         "family": spec.family,
         "flush": flush,
+        "effective_flush": effective_flush,
         "gfp": gfp,
         "overrides": dict(o.split("=", 1) for o in overrides),
         "params": spec.params,

@@ -86,6 +86,11 @@ PARAM_SETS = {
               "iova.depot_delay_ms=0.1", "inv.mamv=2"],
     "dma32": ["iova.dma_mask_bits=32", "iova.mag_size=3", "fq.size=3",
               "pagetable.pgsizes=[4096, 2097152]"],
+    "cm": ["vtd.caching_mode=true", "fq.single_size=5", "iova.mag_size=2",
+           "iova.direct=[[0x10000000, 0x101fffff]]", "memcg.limit_bytes=40960"],
+    "cm-first-stage": ["vtd.caching_mode=true", "pagetable.first_stage=true", "fq.size=3",
+                       "fq.single_size=7", "iova.reserved=[[0xfee00000, 0xfeefffff], [0xf0000000, 0xf7ffffff]]"],
+    "v6.2": ["kernel=\"6.2\"", "memcg.limit_bytes=8192", "fq.single_size=9"],
     "no-pci32": ["iova.pci_32bit_first=false", "pagetable.levels=5", "psc.l5_entries=2",
                  "psc.l5_ways=2", "iotlb.entries=16", "iotlb.ways=16"],
 }
@@ -96,7 +101,7 @@ PARAM_SETS = {
 @given(seed=st.integers(0, 2**32), n=st.integers(1, 400), handles=st.integers(1, 48),
        ncpu=st.sampled_from([1, 2, 3, 8, 23, 40]),
        p_api=st.sampled_from([0.0, 0.1, 0.5]), p_late=st.sampled_from([0.0, 0.1]),
-       big=st.sampled_from([0.0, 0.1, 0.5]), flush=st.sampled_from(["strict", "lazy"]),
+       big=st.sampled_from([0.0, 0.1, 0.5]), flush=st.sampled_from(["strict", "lazy", "lazy-single", "passthrough"]),
        gfp=st.sampled_from(["atomic", "kernel", "kernel-account"]))
 def test_fast_path_equals_reference(tmp_path_factory, params, seed, n, handles, ncpu, p_api,
                                     p_late, big, flush, gfp):

@@ -5,7 +5,8 @@ early when a page is disjoint from the gathered range or of another size;
 iommu_iotlb_sync() hands the range to the driver and resets the gather.
 Gather array g: start, end, pgsize, freelist pages, freelist charged pages.
 
-Flush queues (drivers/iommu/dma-iommu.c, v6.7+): per domain and CPU a ring of
+Flush queues (drivers/iommu/dma-iommu.c, v6.7+): per domain and CPU (or one
+per domain, the single queue for hypervisors that shadow tables) a ring of
 fq_size slots (one kept empty, fq_full()); queue_iova() first releases
 entries an earlier flush covered (fq_ring_free_locked), flushes the domain
 when the ring is full, and arms the fq timer (fq_timeout) if it is off. The
@@ -88,21 +89,23 @@ def fq_ring_free(S, d, qcpu, cpu):
 
 @njit(cache=True, inline="always")
 def queue_iova(S, d, cpu, node, npages, g):
-    """queue_iova(): defer the IOVA and the gather freelist to the flush queue."""
+    """queue_iova(): defer the IOVA and the gather freelist to the flush queue:
+    this CPU's, or the domain's single queue (IOMMU_DMA_OPTS_SINGLE_QUEUE)."""
     size = S.P[L.P_FQ_SIZE]
-    fq_ring_free(S, d, cpu, cpu)
-    if (S.fqh[d, cpu, 1] + 1) % size == S.fqh[d, cpu, 0]:
+    q = 0 if S.P[L.P_FLUSH] == L.FLUSH_LAZY_SINGLE else cpu
+    fq_ring_free(S, d, q, cpu)
+    if (S.fqh[d, q, 1] + 1) % size == S.fqh[d, q, 0]:
         S.C[L.C_FQ_FLUSH_FULL] += 1
         fq_flush_iotlb(S, d)
-        fq_ring_free(S, d, cpu, cpu)
-    tail = S.fqh[d, cpu, 1]
-    e = S.fq[d, cpu, tail]
+        fq_ring_free(S, d, q, cpu)
+    tail = S.fqh[d, q, 1]
+    e = S.fq[d, q, tail]
     e[L.FQ_NODE] = node
     e[L.FQ_PAGES] = npages
     e[L.FQ_COUNTER] = S.D[d, L.D_FQ_START]
     e[L.FQ_PT] = g[G_FL]
     e[L.FQ_PT_CHARGED] = g[G_FL_CHARGED]
-    S.fqh[d, cpu, 1] = (tail + 1) % size
+    S.fqh[d, q, 1] = (tail + 1) % size
     S.C[L.C_FQ_QUEUED] += 1
     if S.D[d, L.D_FQ_TIMER] == L.NEVER:
         S.D[d, L.D_FQ_TIMER_CPU] = cpu

@@ -56,6 +56,22 @@ def init_domain(S, d):
 
 
 @njit(cache=True)
+def reserve(S, d, lo, hi):
+    """reserve_iova() of [lo, hi] in a fresh domain: a node nothing allocates
+    over (the regions are disjoint; the cached nodes stay on the anchor)."""
+    n = _new_node(S, lo, hi)
+    above = S.D[d, L.D_ANCHOR]
+    while S.nodes[above, PREV] != -1 and S.nodes[S.nodes[above, PREV], LO] > lo:
+        above = S.nodes[above, PREV]
+    below = S.nodes[above, PREV]
+    S.nodes[n, PREV] = below
+    S.nodes[n, NEXT] = above
+    S.nodes[above, PREV] = n
+    if below != -1:
+        S.nodes[below, NEXT] = n
+
+
+@njit(cache=True)
 def _find_limit(S, d, limit_pfn):
     """iova_find_limit(): the anchor above the 32-bit window, else the lowest
     node with pfn_lo >= limit_pfn (the tree search's answer whenever no node

@@ -13,6 +13,7 @@ from numba import njit
 from harness.core import checks, flush, iotlb, iova, pagetable, pages, timers
 from harness.core import layout as L
 from harness.core.borrow import borrow, borrowed
+from harness.vendors import vtd
 from harness.trace import schema as ts
 
 FLAG_ATOMIC = ts.FLAG_ATOMIC
@@ -25,6 +26,8 @@ OP_UNMAP = ts.OP_UNMAP
 @njit(cache=True, inline="always")
 def _gfp(S, flags):
     """(gfp kind, charged) of a page-table allocation under the run's policy."""
+    if S.P[L.P_GFP_IGNORED]:
+        return L.GFP_ATOMIC, 0
     policy = S.P[L.P_GFP]
     account = 1 if policy == L.GFP_POLICY_KERNEL_ACCOUNT else 0
     if policy == L.GFP_POLICY_ATOMIC or flags & FLAG_ATOMIC:
@@ -36,12 +39,29 @@ def _gfp(S, flags):
 
 @njit(cache=True)
 def _init_domain(S, d):
-    """Domain allocation at first use: root table (process context) and iovad."""
-    account = S.P[L.P_GFP] == L.GFP_POLICY_KERNEL_ACCOUNT
-    S.D[d, L.D_ROOT] = pages.alloc(S, L.GFP_KERNEL_ACCOUNT if account else L.GFP_KERNEL,
-                                   1 if account else 0)
-    iova.init_domain(S, d)
+    """Domain allocation at the device's first event. An identity domain has no
+    tables. A paging domain gets its root table (process context), its iovad
+    with the reserved regions (iova_reserve_iommu_regions: reserve_iova), and
+    identity maps of RESV_DIRECT regions (iommu_create_device_direct_mappings,
+    GFP_KERNEL)."""
+    S.D[d, L.D_READY] = 1
     S.C[L.C_DOMAINS] += 1
+    if S.P[L.P_FLUSH] == L.FLUSH_PASSTHROUGH:
+        return
+    if S.P[L.P_GFP_IGNORED]:
+        gfp, charge = L.GFP_ATOMIC, 0
+    elif S.P[L.P_GFP] == L.GFP_POLICY_KERNEL_ACCOUNT:
+        gfp, charge = L.GFP_KERNEL_ACCOUNT, 1
+    else:
+        gfp, charge = L.GFP_KERNEL, 0
+    S.D[d, L.D_ROOT] = pages.alloc(S, gfp, charge)
+    iova.init_domain(S, d)
+    for r in range(S.resv.shape[0]):
+        iova.reserve(S, d, S.resv[r, 0], S.resv[r, 1])
+        if S.resv[r, 2]:
+            lo = S.resv[r, 0] << 12
+            pagetable.iommu_map(S, d, lo, lo, ((S.resv[r, 1] + 1) << 12) - lo,
+                                L.GFP_ATOMIC if S.P[L.P_GFP_IGNORED] else L.GFP_KERNEL, 0)
 
 
 @njit(cache=True)
@@ -96,11 +116,68 @@ def _map(S, d, cpu, h, iova_rec, paddr, size, flags):
         S.C[L.C_MAP_REJECTED] += 1
         return L.ST_DONE
     gfp, charge = _gfp(S, flags)
-    pagetable.iommu_map(S, d, base, paddr - off, length, gfp, charge)
+    done = pagetable.iommu_map(S, d, base, paddr - off, length, gfp, charge)
+    if done >= 0:
+        # iommu_map() unmaps what it mapped; dma-iommu then frees the IOVA
+        S.C[L.C_MAP_ENOMEM] += 1
+        if done:
+            flush.gather_init(S.gather)
+            _unmap_range(S, d, base, done, False, S.gather)
+            flush.iotlb_sync(S, d, S.gather)
+        if H[h, L.H_NODE] != -1:
+            iova.free_iova_fast(S, d, cpu, H[h, L.H_NODE], H[h, L.H_PAGES])
+        return L.ST_DONE
+    vtd.iotlb_sync_map(S, d, base, length)
     H[h, L.H_STATE] = L.HS_MAPPED
     H[h, L.H_DMA] = base + off
     H[h, L.H_BASE] = base
     H[h, L.H_LEN] = length
+    return L.ST_DONE
+
+
+@njit(cache=True, inline="always")
+def _unmap_range(S, d, base, length, queued, g):
+    """__iommu_unmap(): clear [base, base + length) chunk by chunk, gathering
+    the range unless queued; returns the end (unmaps may widen to a superpage)."""
+    fl = g[flush.G_FL:flush.G_FL + 2]
+    bitmap = S.P[L.P_PGSIZE_BITMAP]
+    it = base
+    while it - base < length:
+        pgsize, count = pagetable.iommu_pgsize(bitmap, it, it, length - (it - base))
+        got = pagetable.intel_unmap(S, d, it, pgsize * count, fl)
+        if not queued:
+            flush.gather_add_page(S, d, g, it, got)
+        it += got
+    return it
+
+
+@njit(cache=True, inline="always")
+def _identity(S, o, h, size):
+    """Passthrough (IOMMU_DOMAIN_IDENTITY): DMA addresses are physical; nothing
+    is allocated, mapped, translated or invalidated."""
+    H = S.H
+    st = H[h, L.H_STATE] if h != NO_HANDLE else L.HS_MAPPED
+    if o == OP_MAP:
+        if st == L.HS_MAPPED:
+            return L.ST_MAP_LIVE
+        S.C[L.C_MAPS] += 1
+        S.C[L.C_BYTES_MAPPED] += size
+        H[h, L.H_STATE] = L.HS_MAPPED
+        H[h, L.H_SIZE] = size
+    elif o == OP_UNMAP:
+        if st == L.HS_NONE or st == L.HS_UNMAPPED:
+            return L.ST_UNMAP_UNKNOWN
+        if size != H[h, L.H_SIZE]:
+            return L.ST_UNMAP_SIZE
+        S.C[L.C_UNMAPS] += 1
+        H[h, L.H_STATE] = L.HS_UNMAPPED
+    else:
+        if st == L.HS_NONE:
+            return L.ST_ACCESS_UNKNOWN
+        S.C[L.C_ACCESSES] += 1
+        S.C[L.C_BYTES_ACCESSED] += size
+        if st == L.HS_UNMAPPED:
+            S.C[L.C_LATE_ACCESSES] += 1
     return L.ST_DONE
 
 
@@ -117,21 +194,10 @@ def _unmap(S, d, cpu, h, size):
     if st == L.HS_FAILED:
         return L.ST_DONE
     base = H[h, L.H_BASE]
-    length = H[h, L.H_LEN]
-    queued = S.P[L.P_LAZY] != 0 and H[h, L.H_API] == 0
+    queued = S.P[L.P_FLUSH] != L.FLUSH_STRICT and H[h, L.H_API] == 0
     g = S.gather
     flush.gather_init(g)
-    fl = g[flush.G_FL:flush.G_FL + 2]
-    bitmap = S.P[L.P_PGSIZE_BITMAP]
-    it = base
-    done = 0
-    while done < length:
-        pgsize, count = pagetable.iommu_pgsize(bitmap, it, it, length - done)
-        got = pagetable.intel_unmap(S, d, it, pgsize * count, fl)
-        if not queued:
-            flush.gather_add_page(S, d, g, it, got)
-        it += got
-        done += got
+    it = _unmap_range(S, d, base, H[h, L.H_LEN], queued, g)
     if not queued:
         flush.iotlb_sync(S, d, g)
         if H[h, L.H_NODE] != -1:
@@ -232,6 +298,8 @@ def run_batch(S0, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flag
             return L.ST_GROW_HANDLES, i
         o = op[i]
         need = _tables_needed(S, size[i] + 4096) if o == OP_MAP else 1
+        if S.D[d, L.D_READY] == 0:
+            need += S.P[L.P_INIT_TABLES]
         if (S.G[L.G_PT_FREE] < need + S.P[L.P_LEVELS] or S.G[L.G_NODE_FREE] < 4
                 or S.G[L.G_MAG_FREE] < S.P[L.P_MAG_MARGIN]):
             return L.ST_GROW, i
@@ -240,13 +308,15 @@ def run_batch(S0, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flag
             _fire_timers(S, t)
         S.G[L.G_NOW] = t
         S.G[L.G_LAST_TS] = t
-        if S.D[d, L.D_ROOT] == 0:
+        if S.D[d, L.D_READY] == 0:
             _init_domain(S, d)
         S.C[L.C_EVENTS] += 1
         h = np.int64(handle[i])
         c = np.int64(cpu[i])
         f = np.int64(flags[i])
-        if o == OP_MAP:
+        if S.P[L.P_FLUSH] == L.FLUSH_PASSTHROUGH:
+            st = _identity(S, o, h, np.int64(size[i]))
+        elif o == OP_MAP:
             st = _map(S, d, c, h, np.int64(iova_[i]), np.int64(paddr[i]), np.int64(size[i]), f)
         elif o == OP_UNMAP:
             st = _unmap(S, d, c, h, np.int64(size[i]))

@@ -16,26 +16,36 @@ P_IOTLB_SETS = 2
 P_IOTLB_WAYS = 3
 P_MAMV = 4             # VT-d CAP.MAMV: largest PSI address mask
 P_APERTURE_PFN = 5     # last IOVA page the domain translates (address width)
-P_FQ_SIZE = 6          # flush-queue slots per CPU
+P_FQ_SIZE = 6          # slots per flush queue
 P_FQ_TIMEOUT = 7       # ns
 P_MAG_SIZE = 8         # IOVA_MAG_SIZE
 P_DEPOT_DELAY = 9      # ns
 P_PCI32 = 10           # try the 32-bit IOVA window first (PCI SAC trick)
 P_DMA_LIMIT_PFN = 11   # min(dma mask, aperture end) >> 12
-P_LAZY = 12            # 0 strict (DMA), 1 lazy (DMA_FQ)
+P_FLUSH = 12           # effective flush mode: FLUSH_*
 P_GFP = 13             # GFP_POLICY_*
 P_NCPU = 14            # num_online_cpus
 P_MAG_MARGIN = 15      # free magazines the kernel keeps in reserve before an event
 P_PSC_SETS = 16        # + level (2..5)
 P_PSC_WAYS = 22        # + level (2..5)
-NUM_PARAMS = 28
+P_CM = 28              # VT-d caching mode (a virtual IOMMU): updates trap to the host
+P_FIRST_STAGE = 29     # first-stage (x86 format) tables, PASID-based invalidation
+P_GFP_IGNORED = 30     # driver ignores the gfp argument: GFP_ATOMIC, never charged
+P_MEMCG_LIMIT = 31     # bytes of page tables the memory cgroup may be charged; 0: none
+P_INIT_TABLES = 32     # tables a new domain may allocate (root, RESV_DIRECT maps)
+NUM_PARAMS = 33
 
 GFP_POLICY_ATOMIC = 0
 GFP_POLICY_KERNEL = 1
 GFP_POLICY_KERNEL_ACCOUNT = 2
 GFP_POLICIES = {"atomic": GFP_POLICY_ATOMIC, "kernel": GFP_POLICY_KERNEL,
                 "kernel-account": GFP_POLICY_KERNEL_ACCOUNT}
-FLUSH_MODES = {"strict": 0, "lazy": 1}
+FLUSH_STRICT = 0       # IOMMU_DOMAIN_DMA
+FLUSH_LAZY = 1         # IOMMU_DOMAIN_DMA_FQ, per-CPU flush queues
+FLUSH_LAZY_SINGLE = 2  # DMA_FQ with one shared queue (shadow_on_flush, v6.7)
+FLUSH_PASSTHROUGH = 3  # IOMMU_DOMAIN_IDENTITY
+FLUSH_MODES = {"strict": FLUSH_STRICT, "lazy": FLUSH_LAZY, "lazy-single": FLUSH_LAZY_SINGLE,
+               "passthrough": FLUSH_PASSTHROUGH}
 
 # gfp kinds an allocation is counted under.
 GFP_ATOMIC = 0
@@ -74,7 +84,8 @@ D_PEND_PAGETS = 11     # sum of pages * unmap time over them
 D_DEPOT = 12           # + size class: depot head magazine (-1 empty)
 D_DEPOT_SIZE = 18      # + size class
 D_DEPOT_TIMER = 24     # + size class: depot worker deadline
-NUM_DOMAIN_FIELDS = 30
+D_READY = 30           # the domain exists (allocated at the device's first event)
+NUM_DOMAIN_FIELDS = 31
 
 IOVA_RANGE_CACHE_MAX_SIZE = 6  # rcache size classes: 1..32 pages
 

@@ -47,7 +47,8 @@ def iommu_pgsize(bitmap, iova, paddr, size):
 @njit(cache=True, inline="always")
 def _descend(S, d, pfn, target, gfp, charge):
     """pfn_to_dma_pte() with a target level: the table holding pfn's entry at
-    that level, allocating missing tables; -1 if a superpage is in the way."""
+    that level, allocating missing tables; -1 if a superpage is in the way,
+    -2 if an allocation fails (a charge over the memory-cgroup limit)."""
     t = S.D[d, L.D_ROOT]
     for level in range(S.P[L.P_LEVELS], target, -1):
         i = _idx(pfn, level)
@@ -55,6 +56,8 @@ def _descend(S, d, pfn, target, gfp, charge):
         if e == -1:
             return -1
         if e == 0:
+            if charge and S.P[L.P_MEMCG_LIMIT] and S.G[L.G_CHARGED] + 4096 > S.P[L.P_MEMCG_LIMIT]:
+                return -2
             e = pages.alloc(S, gfp, charge)
             S.pt[t, i] = e
         t = e
@@ -96,7 +99,7 @@ def _switch_to_super_page(S, d, start_pfn, end_pfn, level):
     while start_pfn <= end_pfn:
         if t == -1:
             t = _descend(S, d, start_pfn, level, L.GFP_ATOMIC, 0)
-            if t == -1:
+            if t < 0:
                 return
         i = _idx(start_pfn, level)
         e = S.pt[t, i]
@@ -112,12 +115,15 @@ def _switch_to_super_page(S, d, start_pfn, end_pfn, level):
 
 @njit(cache=True, inline="always")
 def _domain_mapping(S, d, pfn, nr, level, gfp, charge):
-    """__domain_mapping() for nr 4 KiB pages mapped with pages of `level`."""
+    """__domain_mapping() for nr 4 KiB pages mapped with pages of `level`;
+    returns False on -ENOMEM (PTEs already written stay, as in the kernel)."""
     lvl_pages = 1 << (9 * (level - 1))
     t = -1
     while nr > 0:
         if t == -1:
             t = _descend(S, d, pfn, level, gfp, charge)
+            if t == -2:
+                return False
             if t == -1:
                 S.C[L.C_MAP_OVERLAPS] += lvl_pages
                 pfn += lvl_pages
@@ -136,20 +142,27 @@ def _domain_mapping(S, d, pfn, nr, level, gfp, charge):
         nr -= lvl_pages
         if i == 511:
             t = -1
+    return True
 
 
 @njit(cache=True, inline="always")
 def iommu_map(S, d, iova, paddr, size, gfp, charge):
-    """__iommu_map(): split into iommu_pgsize() chunks, map each."""
+    """__iommu_map(): split into iommu_pgsize() chunks, map each. Returns the
+    bytes of the chunks mapped before a failure, or -1 when all succeeded (the
+    caller then unmaps those bytes: iommu_map() does on error)."""
     bitmap = S.P[L.P_PGSIZE_BITMAP]
+    done = 0
     while size:
         pgsize, count = iommu_pgsize(bitmap, iova, paddr, size)
         level = 1 + (bits.ffs0(pgsize) - 12) // 9
         chunk = pgsize * count
-        _domain_mapping(S, d, iova >> 12, chunk >> 12, level, gfp, charge)
+        if not _domain_mapping(S, d, iova >> 12, chunk >> 12, level, gfp, charge):
+            return done
         iova += chunk
         paddr += chunk
         size -= chunk
+        done += chunk
+    return -1
 
 
 @njit(cache=True, inline="always")

@@ -4,6 +4,8 @@ Python work here is per batch (validation, device -> domain numbering, pool
 growth); every per-event step runs in the compiled kernel.
 """
 
+from collections import namedtuple
+
 import numpy as np
 
 from harness import metrics
@@ -27,21 +29,49 @@ def _mag_margin(P, ndom, ncpu):
     return ndom * ncpu * (P[L.P_FQ_SIZE] // P[L.P_MAG_SIZE] + 2 + 2 * L.IOVA_RANGE_CACHE_MAX_SIZE) + 16
 
 
+Params = namedtuple("Params", "P resv flush why")
+
+
+def kernel_version(spec):
+    text = spec.params["kernel"]
+    try:
+        major, minor = (int(x) for x in text.split(".")[:2])
+    except ValueError:
+        raise HarnessError(f"model parameter kernel = {text!r}: expected a version like \"6.12\"") from None
+    return major, minor
+
+
+def _regions(p, key, direct):
+    out = []
+    for r in p[key]:
+        if not (isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r)
+                and 0 < r[0] <= r[1]):
+            raise HarnessError(f"model parameter {key}: {r!r} is not [start, end] with 0 < start <= end")
+        out.append((r[0] >> 12, r[1] >> 12, direct))
+    return out
+
+
 def build_params(spec, flush, gfp, num_cpus):
+    """Parameter vector, reserved regions and effective flush mode of a run."""
     if flush not in L.FLUSH_MODES:
         raise HarnessError(f"--flush {flush}: expected one of {', '.join(L.FLUSH_MODES)}")
     if gfp not in L.GFP_POLICIES:
         raise HarnessError(f"--gfp {gfp}: expected one of {', '.join(L.GFP_POLICIES)}")
     p = spec.params
+    kernel = kernel_version(spec)
     P = np.zeros(L.NUM_PARAMS, np.int64)
     aperture_end = spec.vendor.hardware_params(p, P)
+    effective, why = spec.vendor.effective_flush(p, flush, kernel)
     fq_size, mag_size = p["fq.size"], p["iova.mag_size"]
     if fq_size < 2:
         raise HarnessError(f"model parameter fq.size = {fq_size}: expected >= 2")
     if mag_size < 1:
         raise HarnessError(f"model parameter iova.mag_size = {mag_size}: expected >= 1")
-    P[L.P_FQ_SIZE] = fq_size
-    P[L.P_FQ_TIMEOUT] = round(p["fq.timeout_ms"] * 1e6)
+    single = effective == "lazy-single"
+    P[L.P_FQ_SIZE] = p["fq.single_size"] if single else fq_size
+    P[L.P_FQ_TIMEOUT] = round(p["fq.single_timeout_ms" if single else "fq.timeout_ms"] * 1e6)
+    if P[L.P_FQ_SIZE] < 2:
+        raise HarnessError(f"model parameter fq.single_size = {P[L.P_FQ_SIZE]}: expected >= 2")
     P[L.P_MAG_SIZE] = mag_size
     P[L.P_DEPOT_DELAY] = round(p["iova.depot_delay_ms"] * 1e6)
     P[L.P_PCI32] = int(p["iova.pci_32bit_first"])
@@ -50,10 +80,19 @@ def build_params(spec, flush, gfp, num_cpus):
         raise HarnessError(f"model parameter iova.dma_mask_bits = {bits}: expected 32..64")
     P[L.P_DMA_LIMIT_PFN] = min((1 << bits) - 1, aperture_end) >> 12
     P[L.P_APERTURE_PFN] = aperture_end >> 12
-    P[L.P_LAZY] = L.FLUSH_MODES[flush]
+    P[L.P_FLUSH] = L.FLUSH_MODES[effective]
     P[L.P_GFP] = L.GFP_POLICIES[gfp]
+    P[L.P_GFP_IGNORED] = int(spec.vendor.gfp_ignored(kernel))
+    P[L.P_MEMCG_LIMIT] = p["memcg.limit_bytes"]
     P[L.P_NCPU] = num_cpus
-    return P
+    resv = sorted(_regions(p, "iova.reserved", 0) + _regions(p, "iova.direct", 1))
+    for a, b in zip(resv, resv[1:]):
+        if b[0] <= a[1]:
+            raise HarnessError(f"model parameters iova.reserved/iova.direct: regions at pfn "
+                               f"{a[0]:#x} and {b[0]:#x} overlap")
+    P[L.P_INIT_TABLES] = 2 * P[L.P_LEVELS] + sum(
+        4 * P[L.P_LEVELS] + ((hi - lo + 1) >> 9) for lo, hi, direct in resv if direct)
+    return Params(P, resv, effective, why)
 
 
 class Simulator:
@@ -62,7 +101,9 @@ class Simulator:
         self.flush = flush
         self.gfp = gfp
         self.num_cpus = num_cpus
-        self.S = state.new(build_params(spec, flush, gfp, num_cpus), num_cpus)
+        params = build_params(spec, flush, gfp, num_cpus)
+        self.effective_flush, self.flush_reason = params.flush, params.why
+        self.S = state.new(params.P, num_cpus, params.resv)
         self._dev_keys = np.zeros(0, np.uint32)
         self._dev_dom = np.zeros(0, np.int64)
 

@@ -14,7 +14,7 @@ from harness.metrics import NUM_COUNTERS
 
 State = namedtuple("State", (
     "P C G D H pt pt_charged pt_free nodes node_free mags mag_len mag_next mag_free "
-    "rc fq fqh gather stack tlb_tag tlb_stamp tlb_stale psc_tag psc_stamp"))
+    "rc fq fqh gather stack resv tlb_tag tlb_stamp tlb_stale psc_tag psc_stamp"))
 
 
 def _stack(cap, first=0):
@@ -22,8 +22,10 @@ def _stack(cap, first=0):
     return np.arange(cap - 1, first - 1, -1, dtype=np.int64)
 
 
-def new(P, ncpu):
+def new(P, ncpu, resv):
+    """State for a run; resv: reserved IOVA regions (lo pfn, hi pfn, direct)."""
     sets, ways = P[L.P_IOTLB_SETS], P[L.P_IOTLB_WAYS]
+    nq = 1 if P[L.P_FLUSH] == L.FLUSH_LAZY_SINGLE else ncpu
     psc_tag, psc_stamp = [], []
     for level in range(2, 6):
         shape = (P[L.P_PSC_SETS + level], P[L.P_PSC_WAYS + level])
@@ -46,9 +48,10 @@ def new(P, ncpu):
         mag_len=np.zeros(mag_cap, np.int64), mag_next=np.full(mag_cap, -1, np.int64),
         mag_free=_stack(mag_cap),
         rc=np.zeros((0, ncpu, L.IOVA_RANGE_CACHE_MAX_SIZE, 2), np.int64),
-        fq=np.zeros((0, ncpu, P[L.P_FQ_SIZE], L.NUM_FQ_FIELDS), np.int64),
-        fqh=np.zeros((0, ncpu, 2), np.int64),
+        fq=np.zeros((0, nq, P[L.P_FQ_SIZE], L.NUM_FQ_FIELDS), np.int64),
+        fqh=np.zeros((0, nq, 2), np.int64),
         gather=np.zeros(5, np.int64), stack=np.zeros((12, 4), np.int64),
+        resv=np.asarray(resv, np.int64).reshape(-1, 3),
         tlb_tag=np.full((sets, ways), -1, np.int64), tlb_stamp=np.zeros((sets, ways), np.int64),
         tlb_stale=np.zeros((sets, ways), np.uint8),
         psc_tag=tuple(psc_tag), psc_stamp=tuple(psc_stamp))

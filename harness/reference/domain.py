@@ -10,7 +10,8 @@ from harness.core.simulator import build_params
 from harness.errors import TraceError
 from harness.reference.hw import VtdHardware
 from harness.reference.iova import IovaDomain
-from harness.reference.pagetable import LEAF, Pages, PageTable, iommu_pgsize, idx, subtables
+from harness.reference.pagetable import (ENOMEM, LEAF, Pages, PageTable, Table, idx,
+                                         iommu_pgsize, subtables)
 from harness.trace import schema as ts
 from harness.trace.reader import TraceReader
 
@@ -47,12 +48,17 @@ class Mapping:
 class Domain:
     def __init__(self, sim, d):
         P = sim.P
-        account = P[L.P_GFP] == L.GFP_POLICY_KERNEL_ACCOUNT
-        self.pt = PageTable(P[L.P_LEVELS], sim.pages,
-                            L.GFP_KERNEL_ACCOUNT if account else L.GFP_KERNEL, account)
+        if P[L.P_GFP_IGNORED]:
+            root_gfp = (L.GFP_ATOMIC, False)
+        elif P[L.P_GFP] == L.GFP_POLICY_KERNEL_ACCOUNT:
+            root_gfp = (L.GFP_KERNEL_ACCOUNT, True)
+        else:
+            root_gfp = (L.GFP_KERNEL, False)
+        self.pt = PageTable(P[L.P_LEVELS], sim.pages, *root_gfp)
         self.iovad = IovaDomain(sim.ncpu, P[L.P_MAG_SIZE], bool(P[L.P_PCI32]),
                                 P[L.P_DEPOT_DELAY], sim.c, sim.timers, d)
-        self.fq = [deque() for _ in range(sim.ncpu)]
+        single = P[L.P_FLUSH] == L.FLUSH_LAZY_SINGLE
+        self.fq = [deque() for _ in range(1 if single else sim.ncpu)]
         self.fq_start = self.fq_finish = 0
         self.fq_timer_cpu = 0
         self.pend_pages = self.pend_pagets = 0
@@ -60,7 +66,10 @@ class Domain:
 
 class Reference:
     def __init__(self, spec, flush, gfp, ncpu):
-        self.P = P = [int(x) for x in build_params(spec, flush, gfp, ncpu)]
+        params = build_params(spec, flush, gfp, ncpu)
+        self.P = P = [int(x) for x in params.P]
+        self.resv = params.resv
+        self.mode = P[L.P_FLUSH]
         self.spec = spec
         self.ncpu = ncpu
         self.c = Counter({m.name: 0 for m in metrics.COUNTERS})
@@ -71,7 +80,6 @@ class Reference:
         self.dom_of = {}
         self.maps = {}
         self.now = 0
-        self.lazy = bool(P[L.P_LAZY])
         self.bitmap = P[L.P_PGSIZE_BITMAP]
 
     # -- domains, timers ---------------------------------------------------
@@ -80,8 +88,16 @@ class Reference:
             self.dom_of[device] = len(self.dom_of)
         d = self.dom_of[device]
         if d not in self.domains:
-            self.domains[d] = Domain(self, d)
             self.c["domains"] += 1
+            if self.mode == L.FLUSH_PASSTHROUGH:
+                self.domains[d] = None
+                return d
+            dom = self.domains[d] = Domain(self, d)
+            for lo, hi, direct in self.resv:
+                dom.iovad.reserve(lo, hi)
+                if direct:
+                    gfp = L.GFP_ATOMIC if self.P[L.P_GFP_IGNORED] else L.GFP_KERNEL
+                    self.iommu_map(d, lo << 12, lo << 12, (hi + 1 - lo) << 12, gfp, False)
         return d
 
     def fire_timers(self, now):
@@ -91,13 +107,15 @@ class Reference:
                 self.c["fq_flush_timeout"] += 1
                 self.fq_flush(d)
                 dom = self.domains[d]
-                for q in range(self.ncpu):
+                for q in range(len(dom.fq)):
                     self.fq_ring_free(d, q, dom.fq_timer_cpu)
             else:
                 self.domains[d].iovad.depot_work(kind, self.ncpu, self.now)
 
     # -- gfp ------------------------------------------------------------------
     def gfp(self, flags):
+        if self.P[L.P_GFP_IGNORED]:
+            return L.GFP_ATOMIC, False
         policy = self.P[L.P_GFP]
         account = policy == L.GFP_POLICY_KERNEL_ACCOUNT
         if policy == L.GFP_POLICY_ATOMIC or flags & ts.FLAG_ATOMIC:
@@ -110,7 +128,7 @@ class Reference:
         lvl_pages = 1 << (9 * (level - 1))
         while start_pfn <= end_pfn:
             t = pt.descend(start_pfn, level, L.GFP_ATOMIC, False)
-            if t is None:
+            if not isinstance(t, Table):
                 return
             i = idx(start_pfn, level)
             if t.e[i] is not None:
@@ -124,7 +142,9 @@ class Reference:
             start_pfn += lvl_pages
 
     def iommu_map(self, d, iova, paddr, size, gfp, charged):
+        """Bytes of whole chunks mapped before an -ENOMEM, or -1 on success."""
         pt = self.domains[d].pt
+        done = 0
         while size:
             pgsize, count = iommu_pgsize(self.bitmap, iova, paddr, size)
             level = 1 + ((pgsize.bit_length() - 1) - 12) // 9
@@ -133,7 +153,9 @@ class Reference:
             t = None
             while nr > 0:
                 if t is None:
-                    t = pt.descend(pfn, level, gfp, charged)
+                    t = pt.descend(pfn, level, gfp, charged, self.P[L.P_MEMCG_LIMIT])
+                    if t == ENOMEM:
+                        return done
                     if t is None:
                         self.c["map_overlaps"] += lvl_pages
                         pfn += lvl_pages
@@ -154,6 +176,8 @@ class Reference:
             iova += pgsize * count
             paddr += pgsize * count
             size -= pgsize * count
+            done += pgsize * count
+        return -1
 
     def map(self, d, cpu, h, iova, paddr, size, flags):
         if h in self.maps and self.maps[h].state == "mapped":
@@ -182,7 +206,19 @@ class Reference:
         if (base + length - 1) >> 12 > self.P[L.P_APERTURE_PFN]:
             self.c["map_rejected"] += 1
             return L.ST_DONE
-        self.iommu_map(d, base, paddr - off, length, *self.gfp(flags))
+        done = self.iommu_map(d, base, paddr - off, length, *self.gfp(flags))
+        if done >= 0:
+            self.c["map_enomem"] += 1
+            if done:
+                g = {"start": L.NEVER, "end": 0, "pgsize": 0, "fl": []}
+                self.unmap_range(d, base, done, False, g)
+                self.iotlb_sync(d, g)
+            if m.node is not None:
+                self.domains[d].iovad.free_iova_fast(cpu, m.node, m.pages, self.now)
+            return L.ST_DONE
+        if self.P[L.P_CM] and not self.P[L.P_FIRST_STAGE]:
+            self.c["iotlb_sync_maps"] += 1
+            self.hw.flush_range(d, base, base + length - 1, False)
         m.state, m.dma, m.base, m.length = "mapped", base + off, base, length
         return L.ST_DONE
 
@@ -221,16 +257,55 @@ class Reference:
 
     def queue_iova(self, d, cpu, node, pages, fl):
         dom = self.domains[d]
-        self.fq_ring_free(d, cpu, cpu)
-        if len(dom.fq[cpu]) == self.P[L.P_FQ_SIZE] - 1:
+        q = 0 if self.mode == L.FLUSH_LAZY_SINGLE else cpu
+        self.fq_ring_free(d, q, cpu)
+        if len(dom.fq[q]) == self.P[L.P_FQ_SIZE] - 1:
             self.c["fq_flush_full"] += 1
             self.fq_flush(d)
-            self.fq_ring_free(d, cpu, cpu)
-        dom.fq[cpu].append({"node": node, "pages": pages, "counter": dom.fq_start, "fl": fl})
+            self.fq_ring_free(d, q, cpu)
+        dom.fq[q].append({"node": node, "pages": pages, "counter": dom.fq_start, "fl": fl})
         self.c["fq_queued"] += 1
         if (d, "fq") not in self.timers.due:
             dom.fq_timer_cpu = cpu
             self.timers.arm((d, "fq"), self.now + self.P[L.P_FQ_TIMEOUT])
+
+    def unmap_range(self, d, base, length, queued, g):
+        pt = self.domains[d].pt
+        it = base
+        while it - base < length:
+            pgsize, count = iommu_pgsize(self.bitmap, it, it, length - (it - base))
+            size_ = max(pgsize * count, 4096 << (9 * (pt.leaf_level(it >> 12) - 1)))
+            pt.clear_range(pt.root, pt.levels, 0, it >> 12, (it + size_ - 1) >> 12, g["fl"])
+            if not queued:
+                self.gather_add_page(d, g, it, size_)
+            it += size_
+        return it
+
+    def identity(self, row):
+        """Passthrough: no IOVA, tables, translation or invalidation."""
+        op, h, size = row["op"], row["handle"], row["size"]
+        m = self.maps.get(h) if h != ts.NO_HANDLE else None
+        if op == ts.OP_MAP:
+            if m is not None and m.state == "mapped":
+                return L.ST_MAP_LIVE
+            self.c["maps"] += 1
+            self.c["bytes_mapped"] += size
+            m = self.maps[h] = Mapping(size, False)
+            m.state = "mapped"
+        elif op == ts.OP_UNMAP:
+            if m is None or m.state == "unmapped":
+                return L.ST_UNMAP_UNKNOWN
+            if size != m.size:
+                return L.ST_UNMAP_SIZE
+            self.c["unmaps"] += 1
+            m.state = "unmapped"
+        else:
+            if h != ts.NO_HANDLE and m is None:
+                return L.ST_ACCESS_UNKNOWN
+            self.c["accesses"] += 1
+            self.c["bytes_accessed"] += size
+            self.c["late_accesses"] += m is not None and m.state == "unmapped"
+        return L.ST_DONE
 
     def unmap(self, d, cpu, h, size):
         m = self.maps.get(h)
@@ -244,19 +319,9 @@ class Reference:
         if failed:
             return L.ST_DONE
         dom = self.domains[d]
-        queued = self.lazy and not m.api
+        queued = self.mode != L.FLUSH_STRICT and not m.api
         g = {"start": L.NEVER, "end": 0, "pgsize": 0, "fl": []}
-        it, done = m.base, 0
-        while done < m.length:
-            pgsize, count = iommu_pgsize(self.bitmap, it, it, m.length - done)
-            size_ = pgsize * count
-            lsize = 4096 << (9 * (dom.pt.leaf_level(it >> 12) - 1))
-            size_ = max(size_, lsize)
-            dom.pt.clear_range(dom.pt.root, dom.pt.levels, 0, it >> 12, (it + size_ - 1) >> 12, g["fl"])
-            if not queued:
-                self.gather_add_page(d, g, it, size_)
-            it += size_
-            done += size_
+        it = self.unmap_range(d, m.base, m.length, queued, g)
         if not queued:
             self.iotlb_sync(d, g)
             if m.node is not None:
@@ -322,6 +387,8 @@ class Reference:
         self.now = t
         d = self.domain(row["device"])
         self.c["events"] += 1
+        if self.mode == L.FLUSH_PASSTHROUGH:
+            return self.identity(row)
         op = row["op"]
         if op == ts.OP_MAP:
             return self.map(d, row["cpu"], row["handle"], row["iova"], row["paddr"], row["size"], row["flags"])
@@ -331,12 +398,13 @@ class Reference:
 
     def result(self):
         values = dict(self.c)
-        for dom in self.domains.values():
+        doms = [dom for dom in self.domains.values() if dom is not None]
+        for dom in doms:
             values["stale_page_ns"] += self.now * dom.pend_pages - dom.pend_pagets
         values["pt_pages_live"] = self.pages.live
         values["pt_pages_pending"] = self.pages.pending
         values["memcg_charged_bytes"] = self.pages.charged
-        values["fq_pending_pages"] = sum(dom.pend_pages for dom in self.domains.values())
+        values["fq_pending_pages"] = sum(dom.pend_pages for dom in doms)
         return metrics.derive(values, self.spec.vendor.cost_params(self.spec.params))
 
 

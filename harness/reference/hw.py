@@ -50,6 +50,8 @@ class VtdHardware:
     def __init__(self, P, L, c):
         self.c = c
         self.levels = P[L.P_LEVELS]
+        self.cm = P[L.P_CM]
+        self.first_stage = P[L.P_FIRST_STAGE]
         self.mamv = P[L.P_MAMV]
         self.tlb = Cache(P[L.P_IOTLB_SETS], P[L.P_IOTLB_WAYS])
         self.psc = {lv: Cache(P[L.P_PSC_SETS + lv], P[L.P_PSC_WAYS + lv])
@@ -110,19 +112,27 @@ class VtdHardware:
                     if dd == d and key << sh < pfn + npages and pfn < (key << sh) + (1 << sh):
                         del st[(dd, key)]
 
+    def submit(self):
+        self.c["inv_waits"] += 1
+        self.c["inv_traps"] += bool(self.cm)
+
     def flush_range(self, d, start, end, ih):
         mask = psi_aligned_address(start, end)
-        if mask > self.mamv:
+        if self.first_stage:
+            self.c["inv_piotlb"] += 1
+            self.c["inv_psi_pages"] += 1 << mask
+            self._invalidate_range(d, (start >> (12 + mask)) << mask, 1 << mask, ih)
+        elif mask > self.mamv:
             self.c["inv_dsi"] += 1
             self._invalidate_domain(d)
         else:
             self.c["inv_psi"] += 1
             self.c["inv_psi_pages"] += 1 << mask
             self._invalidate_range(d, (start >> (12 + mask)) << mask, 1 << mask, ih)
-        self.c["inv_waits"] += 1
+        self.submit()
 
     def flush_all(self, d):
         self.c["flush_all"] += 1
-        self.c["inv_dsi"] += 1
+        self.c["inv_piotlb_all" if self.first_stage else "inv_dsi"] += 1
         self._invalidate_domain(d)
-        self.c["inv_waits"] += 1
+        self.submit()

@@ -47,6 +47,10 @@ class IovaDomain:
     def _next(self, node):
         return self.nodes[self._pos(node) + 1]
 
+    def reserve(self, lo, hi):
+        """reserve_iova() in a fresh domain (disjoint regions)."""
+        bisect.insort(self.nodes, Node(lo, hi), key=lambda n: n.lo)
+
     def _find_limit(self, limit_pfn):
         if limit_pfn > DMA_32BIT_PFN:
             return self.anchor

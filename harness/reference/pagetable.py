@@ -2,6 +2,7 @@
 Python objects, with page accounting kept by a Pages ledger."""
 
 LEAF = "leaf"
+ENOMEM = "enomem"
 
 
 class Table:
@@ -82,13 +83,17 @@ class PageTable:
         self.pages = pages
         self.root = pages.alloc(root_gfp, root_charged)
 
-    def descend(self, pfn, target, gfp, charged):
+    def descend(self, pfn, target, gfp, charged, limit=0):
+        """Table holding pfn's entry at target level; None if a superpage is in
+        the way; ENOMEM if a charge would pass the memory-cgroup limit."""
         t = self.root
         for level in range(self.levels, target, -1):
             e = t.e[idx(pfn, level)]
             if e == LEAF:
                 return None
             if e is None:
+                if charged and limit and self.pages.charged + 4096 > limit:
+                    return ENOMEM
                 e = t.e[idx(pfn, level)] = self.pages.alloc(gfp, charged)
             t = e
         return t

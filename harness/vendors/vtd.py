@@ -20,7 +20,8 @@ from harness.errors import HarnessError
 PARAMS = ("pagetable.levels", "pagetable.pgsizes", "iotlb.entries", "iotlb.ways",
           "psc.l2_entries", "psc.l2_ways", "psc.l3_entries", "psc.l3_ways",
           "psc.l4_entries", "psc.l4_ways", "psc.l5_entries", "psc.l5_ways",
-          "inv.mamv", "inv.desc_ns", "inv.wait_ns")
+          "inv.mamv", "inv.desc_ns", "inv.wait_ns", "inv.trap_ns",
+          "vtd.caching_mode", "pagetable.first_stage")
 
 MAX_AGAW_PFN_WIDTH = 52  # intel/iommu.h: MAX_AGAW_WIDTH 64 - VTD_PAGE_SHIFT
 
@@ -40,10 +41,27 @@ def psi_aligned_address(start, end):
 
 
 @njit(cache=True, inline="always")
+def _submit(S):
+    """qi_submit_sync(): the batch plus a wait descriptor; under caching mode
+    the queue is emulated, so every submission traps to the host."""
+    S.C[L.C_INV_WAITS] += 1
+    if S.P[L.P_CM]:
+        S.C[L.C_INV_TRAPS] += 1
+
+
+@njit(cache=True, inline="always")
 def flush_range(S, d, start, end, ih):
-    """cache_tag_flush_range(domain, start, end, ih) for one IOTLB cache tag."""
+    """cache_tag_flush_range(domain, start, end, ih) for one IOTLB cache tag:
+    first-stage domains get a PASID-based IOTLB invalidation (qi_batch_add_piotlb,
+    no MAMV limit), second-stage domains PSI or DSI beyond MAMV."""
     addr, mask = psi_aligned_address(start, end)
-    if mask > S.P[L.P_MAMV]:
+    if S.P[L.P_FIRST_STAGE]:
+        S.C[L.C_INV_PIOTLB] += 1
+        S.C[L.C_INV_PSI_PAGES] += 1 << mask
+        iotlb.range_apply(S, d, addr >> 12, 1 << mask, 0)
+        if not ih:
+            iotlb.psc_invalidate_range(S, d, addr >> 12, 1 << mask)
+    elif mask > S.P[L.P_MAMV]:
         S.C[L.C_INV_DSI] += 1
         iotlb.invalidate_domain(S, d)
     else:
@@ -52,16 +70,41 @@ def flush_range(S, d, start, end, ih):
         iotlb.range_apply(S, d, addr >> 12, 1 << mask, 0)
         if not ih:
             iotlb.psc_invalidate_range(S, d, addr >> 12, 1 << mask)
-    S.C[L.C_INV_WAITS] += 1  # one descriptor: one qi_submit_sync()
+    _submit(S)
 
 
 @njit(cache=True)
 def flush_all(S, d):
-    """cache_tag_flush_all(): domain-selective IOTLB invalidation."""
+    """cache_tag_flush_all(): domain-selective (second stage) or PASID-selective
+    (first stage) IOTLB invalidation."""
     S.C[L.C_FLUSH_ALL] += 1
-    S.C[L.C_INV_DSI] += 1
+    S.C[L.C_INV_PIOTLB_ALL if S.P[L.P_FIRST_STAGE] else L.C_INV_DSI] += 1
     iotlb.invalidate_domain(S, d)
-    S.C[L.C_INV_WAITS] += 1  # one descriptor: one qi_submit_sync()
+    _submit(S)
+
+
+@njit(cache=True, inline="always")
+def iotlb_sync_map(S, d, iova, size):
+    """intel_iommu_iotlb_sync_map() -> cache_tag_flush_range_np(): in caching
+    mode a new second-stage mapping must be invalidated (IH=0) so the host
+    shadows it; otherwise only a write-buffer flush, which is not modelled."""
+    if S.P[L.P_CM] and not S.P[L.P_FIRST_STAGE]:
+        S.C[L.C_IOTLB_SYNC_MAPS] += 1
+        flush_range(S, d, iova, iova + size - 1, 0)
+
+
+def effective_flush(spec, requested, kernel):
+    """(flush mode, why) after the driver's rules. Caching mode forces strict
+    (intel/iommu.c: "IOMMU batching disallowed due to virtualization",
+    iommu_set_dma_strict()); since v6.3 only for second-stage tables
+    ("iommu/vt-d: Allow to use flush-queue when first level is default")."""
+    lazy = requested in ("lazy", "lazy-single")
+    if lazy and spec["vtd.caching_mode"]:
+        if kernel < (6, 3):
+            return "strict", "caching mode forces strict before v6.3"
+        if not spec["pagetable.first_stage"]:
+            return "strict", "caching mode forces strict for second-stage tables"
+    return requested, ""
 
 
 def _pow2(name, v):
@@ -101,10 +144,19 @@ def hardware_params(spec, P):
         P[L.P_PSC_SETS + level] = _pow2(f"psc.l{level}_entries / ways", e // w) if e else 1
         P[L.P_PSC_WAYS + level] = w
     P[L.P_MAMV] = spec["inv.mamv"]
+    P[L.P_CM] = int(spec["vtd.caching_mode"])
+    P[L.P_FIRST_STAGE] = int(spec["pagetable.first_stage"])
     aperture_bits = 12 + 9 * levels
     return (1 << aperture_bits) - 1
 
 
+def gfp_ignored(kernel):
+    """Before v6.3 intel_iommu_map() ignored its gfp argument and allocated
+    tables with GFP_ATOMIC ("iommu/intel: Support the gfp argument to the
+    map_pages op", v6.3), so nothing was charged to a memory cgroup."""
+    return kernel < (6, 3)
+
+
 def cost_params(spec):
-    return {"inv.desc_ns": float(spec["inv.desc_ns"]), "inv.wait_ns": float(spec["inv.wait_ns"])}
+    return {k: float(spec[k]) for k in ("inv.desc_ns", "inv.wait_ns", "inv.trap_ns")}
 
