@@ -52,6 +52,7 @@ def synth_nic_rx(
     latency_ns: int = typer.Option(2000, help="Packet arrival to NAPI completion (unmap/refill)."),
     num_cpus: Optional[int] = typer.Option(None, help="CPUs (default: one per queue); queue q runs on CPU q % num_cpus."),
     device: str = typer.Option("0x0300", help="PCI requester id (bus << 8 | devfn)."),
+    late_dma: float = typer.Option(0.0, help="Fraction of packets the device writes again after the unmap."),
     seed: int = typer.Option(1, help="Random seed."),
 ):
     """NIC receive: per-queue rings mapped at ifup, then map/write/unmap per packet."""
@@ -62,7 +63,7 @@ def synth_nic_rx(
         raise HarnessError(f"--device {device}: expected an integer like 0x0300") from None
     n = synth.nic_rx(output, packets=packets, queues=queues, ring=ring, buffer_size=buffer_size,
                      packet_size=packet_size, rate=rate, latency_ns=latency_ns,
-                     num_cpus=num_cpus, device=dev, seed=seed)
+                     num_cpus=num_cpus, device=dev, late_dma=late_dma, seed=seed)
     out.print(f"wrote {n} events to {output}")
 
 

@@ -6,7 +6,10 @@ is mapped in process context. Packets arrive at `rate` packets/s, round-robin
 over queues; the device writes the packet into the next buffer of its ring
 (an access), then the CPU owning the queue completes it in NAPI (softirq:
 atomic context) after `latency_ns`: it unmaps the buffer and maps a fresh one
-into the slot. Handles name ring slots. Buffers come from the page allocator
+into the slot. Handles name ring slots. With `late_dma`, that fraction of
+packets sees the device write the buffer once more between its unmap and the
+refill: the buggy or malicious late DMA that strict invalidation stops and a
+flush queue lets through. Buffers come from the page allocator
 at random page frames (seeded); buffers of up to half a page share a page.
 """
 
@@ -20,12 +23,14 @@ CHUNK = 1 << 18  # packets per generated chunk
 
 
 def nic_rx(path, packets=100_000, queues=4, ring=512, buffer_size=2048, packet_size=1500,
-           rate=1_000_000.0, latency_ns=2000, num_cpus=None, device=0x0300, seed=1):
+           rate=1_000_000.0, latency_ns=2000, num_cpus=None, device=0x0300, late_dma=0.0, seed=1):
     """Write a nic-rx trace; returns the number of events."""
     num_cpus = num_cpus or queues
     if min(packets, queues, ring, buffer_size, packet_size, num_cpus) < 1 or rate <= 0:
         raise HarnessError("nic-rx: packets, queues, ring, buffer size, packet size, "
                            "num_cpus and rate must be positive")
+    if not 0 <= late_dma <= 1:
+        raise HarnessError(f"nic-rx: late DMA fraction {late_dma} is not within 0..1")
     if packet_size > buffer_size:
         raise HarnessError(f"nic-rx: packet size {packet_size} exceeds buffer size {buffer_size}")
     gap = 1e9 / rate
@@ -34,7 +39,7 @@ def nic_rx(path, packets=100_000, queues=4, ring=512, buffer_size=2048, packet_s
                            f"wrap ({ring * queues * gap:.0f} ns); raise --ring or lower --rate")
     params = dict(packets=packets, queues=queues, ring=ring, buffer_size=buffer_size,
                   packet_size=packet_size, rate=rate, latency_ns=latency_ns,
-                  num_cpus=num_cpus, device=device)
+                  num_cpus=num_cpus, device=device, late_dma=late_dma)
     rng = np.random.default_rng(seed)
     prov = {"generator": "nic-rx", "params": params, "seed": seed}
     with TraceWriter(path, num_cpus, prov) as w:
@@ -58,7 +63,11 @@ def nic_rx(path, packets=100_000, queues=4, ring=512, buffer_size=2048, packet_s
                         ts.FLAG_ATOMIC, device, phase=1),
                 _events(t_done, np.full(n, ts.OP_MAP), slot, cpu,
                         _buffers(rng, n, buffer_size), buffer_size, ts.FLAG_ATOMIC, device,
-                        phase=2))
+                        phase=3))
+            if late_dma:
+                late = rng.random(n) < late_dma
+                ev = _cat(ev, _events(t_done[late], np.full(late.sum(), ts.OP_ACCESS), slot[late],
+                                      cpu[late], 0, packet_size, 0, device, phase=2))
             if carry is not None:
                 ev = _cat(carry, ev)
             order = np.lexsort((ev["_seq"], ev["_phase"], ev["ts"]))
