@@ -44,7 +44,7 @@ def run(path, flush, model="intel-vtd"):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=10_000_000)
-    ap.add_argument("--repeat", type=int, default=3, help="runs per mode; the fastest is shown")
+    ap.add_argument("--repeat", type=int, default=5, help="runs per mode; the fastest is shown")
     ap.add_argument("--rss-events", type=int, default=0, help="also measure peak RSS on this many events")
     ap.add_argument("--child-run", help=argparse.SUPPRESS)
     args = ap.parse_args()

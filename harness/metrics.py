@@ -69,7 +69,12 @@ COUNTERS = (
     Metric("map_enomem", "events", "maps failed with -ENOMEM: a page-table allocation over the "
            "memory-cgroup limit"),
     Metric("map_rejected", "events", "maps the kernel rejects: -EINVAL (misaligned IOMMU-API map, "
-           "DMA address not matching the buffer's page offset), -EFAULT (beyond the address width)"),
+           "DMA address not matching the buffer's page offset, forbidden gfp flags), -EFAULT "
+           "(beyond the address width)"),
+    Metric("gfp_forbidden", "events", "IOMMU-API maps passing __GFP_COMP, __GFP_DMA, __GFP_DMA32 "
+           "or __GFP_HIGHMEM (-EINVAL since v6.3)"),
+    Metric("gfp_blocking_in_atomic", "pages", "page-table pages allocated for IOMMU-API maps whose "
+           "caller passed a blocking gfp in atomic context (the iommu_suspend bug class)"),
     Metric("map_overlaps", "pages", "pages a map found already mapped (left unchanged)"),
     Metric("superpage_switches", "tables", "page tables freed to make room for a superpage"),
     Metric("domains", "domains", "DMA domains created (one per device)"),

@@ -43,6 +43,7 @@ def build(seed, n, handles, p_api, p_late, big, ncpu):
             align = rng.randrange(4)
             paddr = (0x1_0000_0000 << align) + (rng.randrange(1, 64) * 0x1234 if align == 0 else 0)
             flags = ts.FLAG_TO_DEVICE | (ts.FLAG_ATOMIC if rng.random() < 0.5 else 0)
+            flags |= rng.choice((0, 0, ts.FLAG_GFP_BLOCKING, ts.FLAG_GFP_DMA32))
             iova = 0
             how = rng.random()
             if how < p_api:

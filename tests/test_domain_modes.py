@@ -128,3 +128,15 @@ def test_flush_mode_by_gfp_matrix_on_nic_rx(nic_late):
         assert r["lazy"]["stale_hits"] + r["lazy"]["faults"] == late
         charged = r["strict"]["memcg_charged_peak_bytes"]
         assert (charged > 0) == (gfp == "kernel-account")
+
+
+def test_iommu_map_gfp_flags(trace_file):
+    api = ts.FLAG_IOMMU_API | ts.FLAG_TO_DEVICE
+    evs = [mp(0, 0, iova=0x40000000, flags=api | ts.FLAG_GFP_DMA32),
+           mp(1, 1, iova=0x40000000, flags=api | ts.FLAG_ATOMIC | ts.FLAG_GFP_BLOCKING),
+           mp(2, 2, iova=0x40001000, flags=api | ts.FLAG_ATOMIC | ts.FLAG_GFP_BLOCKING),
+           mp(3, 3, iova=0x40002000, flags=ts.FLAG_ATOMIC | ts.FLAG_GFP_BLOCKING)]  # DMA API: ignored
+    r = simulate(trace_file(evs))
+    assert r["gfp_forbidden"] == r["map_rejected"] == 1
+    # the first blocking map in atomic context allocates the L3, L2 and leaf tables
+    assert r["gfp_blocking_in_atomic"] == 3

@@ -13,7 +13,7 @@ CHECKS = (
     ("op", "expected 0 (map), 1 (unmap) or 2 (access)"),
     ("size", "expected > 0"),
     ("cpu", "expected < num_cpus = {ncpu} (schema metadata)"),
-    ("flags", "expected only bits 0-3"),
+    ("flags", "expected only bits 0-8"),
     ("handle", "expected a handle on a map/unmap"),
     ("handle", f"expected < {MAX_HANDLES}: handles name live mappings and are reused after unmap"),
     ("ts", "expected non-decreasing timestamps (previous row: {prev})"),

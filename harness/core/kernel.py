@@ -94,6 +94,10 @@ def _map(S, d, cpu, h, iova_rec, paddr, size, flags):
         off = 0
         length = size
         base = iova_rec
+        if flags & ts.FLAG_GFP_FORBIDDEN:  # iommu_map(): WARN_ON_ONCE(gfp & ...), -EINVAL
+            S.C[L.C_GFP_FORBIDDEN] += 1
+            S.C[L.C_MAP_REJECTED] += 1
+            return L.ST_DONE
         if (iova_rec | paddr | size) & 4095:  # __iommu_map(): -EINVAL
             S.C[L.C_MAP_REJECTED] += 1
             return L.ST_DONE
@@ -116,7 +120,10 @@ def _map(S, d, cpu, h, iova_rec, paddr, size, flags):
         S.C[L.C_MAP_REJECTED] += 1
         return L.ST_DONE
     gfp, charge = _gfp(S, flags)
+    before = S.C[L.C_PT_PAGES_ALLOC]
     done = pagetable.iommu_map(S, d, base, paddr - off, length, gfp, charge)
+    if flags & FLAG_IOMMU_API and flags & FLAG_ATOMIC and flags & ts.FLAG_GFP_BLOCKING:
+        S.C[L.C_GFP_BLOCKING_IN_ATOMIC] += S.C[L.C_PT_PAGES_ALLOC] - before
     if done >= 0:
         # iommu_map() unmaps what it mapped; dma-iommu then frees the IOVA
         S.C[L.C_MAP_ENOMEM] += 1

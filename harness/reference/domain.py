@@ -187,6 +187,10 @@ class Reference:
         m = self.maps[h] = Mapping(size, bool(flags & ts.FLAG_IOMMU_API))
         if m.api:
             off, length, base = 0, size, iova
+            if flags & ts.FLAG_GFP_FORBIDDEN:
+                self.c["gfp_forbidden"] += 1
+                self.c["map_rejected"] += 1
+                return L.ST_DONE
             if (iova | paddr | size) & 4095:
                 self.c["map_rejected"] += 1
                 return L.ST_DONE
@@ -206,7 +210,10 @@ class Reference:
         if (base + length - 1) >> 12 > self.P[L.P_APERTURE_PFN]:
             self.c["map_rejected"] += 1
             return L.ST_DONE
+        before = self.c["pt_pages_alloc"]
         done = self.iommu_map(d, base, paddr - off, length, *self.gfp(flags))
+        if m.api and flags & ts.FLAG_ATOMIC and flags & ts.FLAG_GFP_BLOCKING:
+            self.c["gfp_blocking_in_atomic"] += self.c["pt_pages_alloc"] - before
         if done >= 0:
             self.c["map_enomem"] += 1
             if done:

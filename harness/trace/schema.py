@@ -22,8 +22,17 @@ FLAG_TO_DEVICE = 1 << 0    # map: DMA_TO_DEVICE; access: device reads memory
 FLAG_FROM_DEVICE = 1 << 1  # map: DMA_FROM_DEVICE; access: device writes memory
 FLAG_ATOMIC = 1 << 2       # the CPU event ran in atomic context (IRQs off / spinlock)
 FLAG_IOMMU_API = 1 << 3    # iommu_map/iommu_unmap level instead of the DMA API
+# The gfp an IOMMU-API caller passed to iommu_map() (ignored on DMA-API events:
+# dma-iommu always passes GFP_ATOMIC).
+FLAG_GFP_BLOCKING = 1 << 4  # may sleep (GFP_KERNEL, GFP_KERNEL_ACCOUNT)
+FLAG_GFP_COMP = 1 << 5      # __GFP_COMP
+FLAG_GFP_DMA = 1 << 6       # __GFP_DMA
+FLAG_GFP_DMA32 = 1 << 7     # __GFP_DMA32
+FLAG_GFP_HIGHMEM = 1 << 8   # __GFP_HIGHMEM
+FLAG_GFP_FORBIDDEN = FLAG_GFP_COMP | FLAG_GFP_DMA | FLAG_GFP_DMA32 | FLAG_GFP_HIGHMEM
 FLAG_BIDIRECTIONAL = FLAG_TO_DEVICE | FLAG_FROM_DEVICE
-KNOWN_FLAGS = FLAG_TO_DEVICE | FLAG_FROM_DEVICE | FLAG_ATOMIC | FLAG_IOMMU_API
+KNOWN_FLAGS = (FLAG_TO_DEVICE | FLAG_FROM_DEVICE | FLAG_ATOMIC | FLAG_IOMMU_API
+               | FLAG_GFP_BLOCKING | FLAG_GFP_FORBIDDEN)
 
 NO_HANDLE = 0xFFFFFFFF  # access by absolute iova, not through a mapping
 IOVA_ALLOCATE = 0       # map: let the model's IOVA allocator choose (IOVA 0 is never used)
@@ -39,7 +48,8 @@ COLUMNS = (
     ("paddr", pa.uint64(), "map: physical address of the buffer"),
     ("size", pa.uint64(), "bytes mapped, unmapped (equal to the map) or accessed; > 0"),
     ("offset", pa.uint64(), "access through a handle: byte offset from the mapping's DMA address"),
-    ("flags", pa.uint16(), "bit 0 to-device, 1 from-device, 2 atomic context, 3 IOMMU API"),
+    ("flags", pa.uint16(), "bit 0 to-device, 1 from-device, 2 atomic context, 3 IOMMU API, "
+                           "4-8 iommu_map gfp: blocking, __GFP_COMP, _DMA, _DMA32, _HIGHMEM"),
 )
 COLUMN_NAMES = tuple(name for name, _, _ in COLUMNS)
 
