@@ -23,6 +23,7 @@ CORE_DEFAULTS = {
     "fq.single_size": 32768,
     "fq.single_timeout_ms": 1000.0,
     "memcg.limit_bytes": 0,
+    "iommufd.hw_domains": 1,
     "iova.reserved": [],
     "iova.direct": [],
     "iova.mag_size": 127,
@@ -35,6 +36,9 @@ CORE_SOURCES = {
     "fq.single_size": "drivers/iommu/dma-iommu.c IOVA_SINGLE_FQ_SIZE (v6.7)",
     "fq.single_timeout_ms": "drivers/iommu/dma-iommu.c IOVA_SINGLE_FQ_TIMEOUT (v6.7)",
     "memcg.limit_bytes": "memory.max of the cgroup charged for GFP_KERNEL_ACCOUNT tables; 0: no limit",
+    "iommufd.hw_domains": "hardware domains attached to each device's IOAS; IOMMU-API maps and "
+                          "unmaps are mirrored into each (drivers/iommu/iommufd/io_pagetable.c "
+                          "iopt_area_fill_domains)",
     "iova.reserved": "IOMMU_RESV_MSI/RESERVED regions [start, end] (bytes) reserved in every iovad",
     "iova.direct": "IOMMU_RESV_DIRECT regions [start, end]: reserved and identity-mapped at attach",
     "fq.size": "drivers/iommu/dma-iommu.c IOVA_DEFAULT_FQ_SIZE (v6.7)",

@@ -140,3 +140,18 @@ def test_iommu_map_gfp_flags(trace_file):
     assert r["gfp_forbidden"] == r["map_rejected"] == 1
     # the first blocking map in atomic context allocates the L3, L2 and leaf tables
     assert r["gfp_blocking_in_atomic"] == 3
+
+
+def test_iommufd_ioas_mirrors_every_mapping(trace_file):
+    api = ts.FLAG_IOMMU_API | ts.FLAG_TO_DEVICE
+    evs = [mp(0, 0, size=64 << 10, iova=0x100000, flags=api), ac(1, 0),
+           um(2, 0, size=64 << 10, flags=api)]
+    f = trace_file(evs)
+    one = simulate(f, gfp="kernel-account")
+    two = simulate(f, gfp="kernel-account", overrides=["iommufd.hw_domains=2"])
+    # one device: root + L3 + L2 + leaf table per hardware domain
+    assert (one["domains"], one["pt_pages_alloc"]) == (1, 4)
+    assert (two["domains"], two["pt_pages_alloc"]) == (2, 8)
+    assert two["memcg_charged_bytes"] == 2 * one["memcg_charged_bytes"] == 2 * 4 * 4096
+    assert (one["inv_psi"], two["inv_psi"]) == (1, 2)  # each domain's unmap is invalidated
+    assert two["iotlb_misses"] == one["iotlb_misses"] == 1  # the device translates in its own

@@ -38,6 +38,13 @@ def _gfp(S, flags):
 
 
 @njit(cache=True)
+def _init_domains(S, d):
+    """The device's domain and the mirrors of its IOAS."""
+    for k in range(S.P[L.P_HW_DOMAINS]):
+        _init_domain(S, d + k)
+
+
+@njit(cache=True)
 def _init_domain(S, d):
     """Domain allocation at the device's first event. An identity domain has no
     tables. A paging domain gets its root table (process context), its iovad
@@ -121,20 +128,28 @@ def _map(S, d, cpu, h, iova_rec, paddr, size, flags):
         return L.ST_DONE
     gfp, charge = _gfp(S, flags)
     before = S.C[L.C_PT_PAGES_ALLOC]
-    done = pagetable.iommu_map(S, d, base, paddr - off, length, gfp, charge)
+    # IOMMU-API maps go to every hardware domain of the IOAS, in order
+    # (iopt_area_fill_domains); a failure unmaps the domains already filled.
+    mirrors = S.P[L.P_HW_DOMAINS] if flags & FLAG_IOMMU_API else 1
+    for k in range(mirrors):
+        done = pagetable.iommu_map(S, d + k, base, paddr - off, length, gfp, charge)
+        if done >= 0:
+            # iommu_map() unmaps what it mapped; dma-iommu then frees the IOVA
+            S.C[L.C_MAP_ENOMEM] += 1
+            for j in range(k + 1):
+                size_j = length if j < k else done
+                if size_j:
+                    flush.gather_init(S.gather)
+                    _unmap_range(S, d + j, base, size_j, False, S.gather)
+                    flush.iotlb_sync(S, d + j, S.gather)
+            if H[h, L.H_NODE] != -1:
+                iova.free_iova_fast(S, d, cpu, H[h, L.H_NODE], H[h, L.H_PAGES])
+            break
+        vtd.iotlb_sync_map(S, d + k, base, length)
     if flags & FLAG_IOMMU_API and flags & FLAG_ATOMIC and flags & ts.FLAG_GFP_BLOCKING:
         S.C[L.C_GFP_BLOCKING_IN_ATOMIC] += S.C[L.C_PT_PAGES_ALLOC] - before
     if done >= 0:
-        # iommu_map() unmaps what it mapped; dma-iommu then frees the IOVA
-        S.C[L.C_MAP_ENOMEM] += 1
-        if done:
-            flush.gather_init(S.gather)
-            _unmap_range(S, d, base, done, False, S.gather)
-            flush.iotlb_sync(S, d, S.gather)
-        if H[h, L.H_NODE] != -1:
-            iova.free_iova_fast(S, d, cpu, H[h, L.H_NODE], H[h, L.H_PAGES])
         return L.ST_DONE
-    vtd.iotlb_sync_map(S, d, base, length)
     H[h, L.H_STATE] = L.HS_MAPPED
     H[h, L.H_DMA] = base + off
     H[h, L.H_BASE] = base
@@ -201,8 +216,14 @@ def _unmap(S, d, cpu, h, size):
     if st == L.HS_FAILED:
         return L.ST_DONE
     base = H[h, L.H_BASE]
-    queued = S.P[L.P_FLUSH] != L.FLUSH_STRICT and H[h, L.H_API] == 0
+    queued = S.P[L.P_FLUSH] != L.FLUSH_STRICT
     g = S.gather
+    if H[h, L.H_API]:  # iommu_unmap() from every hardware domain of the IOAS
+        for k in range(S.P[L.P_HW_DOMAINS]):
+            flush.gather_init(g)
+            _unmap_range(S, d + k, base, H[h, L.H_LEN], False, g)
+            flush.iotlb_sync(S, d + k, g)
+        return L.ST_DONE
     flush.gather_init(g)
     it = _unmap_range(S, d, base, H[h, L.H_LEN], queued, g)
     if not queued:
@@ -306,7 +327,9 @@ def run_batch(S0, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flag
         o = op[i]
         need = _tables_needed(S, size[i] + 4096) if o == OP_MAP else 1
         if S.D[d, L.D_READY] == 0:
-            need += S.P[L.P_INIT_TABLES]
+            need += S.P[L.P_INIT_TABLES] * S.P[L.P_HW_DOMAINS]
+        if o == OP_MAP:
+            need *= S.P[L.P_HW_DOMAINS]
         if (S.G[L.G_PT_FREE] < need + S.P[L.P_LEVELS] or S.G[L.G_NODE_FREE] < 4
                 or S.G[L.G_MAG_FREE] < S.P[L.P_MAG_MARGIN]):
             return L.ST_GROW, i
@@ -316,7 +339,7 @@ def run_batch(S0, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flag
         S.G[L.G_NOW] = t
         S.G[L.G_LAST_TS] = t
         if S.D[d, L.D_READY] == 0:
-            _init_domain(S, d)
+            _init_domains(S, d)
         S.C[L.C_EVENTS] += 1
         h = np.int64(handle[i])
         c = np.int64(cpu[i])

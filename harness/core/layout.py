@@ -33,7 +33,8 @@ P_FIRST_STAGE = 29     # first-stage (x86 format) tables, PASID-based invalidati
 P_GFP_IGNORED = 30     # driver ignores the gfp argument: GFP_ATOMIC, never charged
 P_MEMCG_LIMIT = 31     # bytes of page tables the memory cgroup may be charged; 0: none
 P_INIT_TABLES = 32     # tables a new domain may allocate (root, RESV_DIRECT maps)
-NUM_PARAMS = 33
+P_HW_DOMAINS = 33      # hardware domains mirroring a device's IOAS (iommufd)
+NUM_PARAMS = 34
 
 GFP_POLICY_ATOMIC = 0
 GFP_POLICY_KERNEL = 1

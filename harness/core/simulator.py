@@ -84,6 +84,9 @@ def build_params(spec, flush, gfp, num_cpus):
     P[L.P_GFP] = L.GFP_POLICIES[gfp]
     P[L.P_GFP_IGNORED] = int(spec.vendor.gfp_ignored(kernel))
     P[L.P_MEMCG_LIMIT] = p["memcg.limit_bytes"]
+    P[L.P_HW_DOMAINS] = p["iommufd.hw_domains"]
+    if not 1 <= P[L.P_HW_DOMAINS] <= 64:
+        raise HarnessError(f"model parameter iommufd.hw_domains = {P[L.P_HW_DOMAINS]}: expected 1..64")
     P[L.P_NCPU] = num_cpus
     resv = sorted(_regions(p, "iova.reserved", 0) + _regions(p, "iova.direct", 1))
     for a, b in zip(resv, resv[1:]):
@@ -119,15 +122,18 @@ class Simulator:
         return self.result()
 
     def _add_device(self, device):
-        """Devices get domains in order of first appearance (one DMA domain each)."""
-        if len(self._dev_keys) >= MAX_DOMAINS:
-            raise HarnessError(f"more than {MAX_DOMAINS} devices in the trace")
+        """Devices get domains in order of first appearance: each its own, plus
+        iommufd.hw_domains - 1 mirrors of its IOAS right after it."""
+        n = self.S.P[L.P_HW_DOMAINS]
+        ndom = (len(self._dev_keys) + 1) * n
+        if ndom > MAX_DOMAINS:
+            raise HarnessError(f"more than {MAX_DOMAINS} domains for the trace's devices")
         keys = np.append(self._dev_keys, np.uint32(device))
-        doms = np.append(self._dev_dom, len(self._dev_keys))
+        doms = np.append(self._dev_dom, len(self._dev_keys) * n)
         order = np.argsort(keys, kind="stable")
         self._dev_keys, self._dev_dom = keys[order], doms[order]
-        self.S = state.ensure_domains(self.S, len(keys))
-        self.S.P[L.P_MAG_MARGIN] = _mag_margin(self.S.P, len(keys), self.num_cpus)
+        self.S = state.ensure_domains(self.S, ndom)
+        self.S.P[L.P_MAG_MARGIN] = _mag_margin(self.S.P, ndom, self.num_cpus)
 
     def _batch(self, path, row0, c):
         i64 = lambda name: c[name].view(np.int64)  # noqa: E731 (2^63 and up: negative, rejected)

@@ -84,21 +84,27 @@ class Reference:
 
     # -- domains, timers ---------------------------------------------------
     def domain(self, device):
+        """The device's domain number; its IOAS mirrors follow it."""
+        n = self.P[L.P_HW_DOMAINS]
         if device not in self.dom_of:
-            self.dom_of[device] = len(self.dom_of)
+            self.dom_of[device] = len(self.dom_of) * n
         d = self.dom_of[device]
         if d not in self.domains:
-            self.c["domains"] += 1
-            if self.mode == L.FLUSH_PASSTHROUGH:
-                self.domains[d] = None
-                return d
-            dom = self.domains[d] = Domain(self, d)
-            for lo, hi, direct in self.resv:
-                dom.iovad.reserve(lo, hi)
-                if direct:
-                    gfp = L.GFP_ATOMIC if self.P[L.P_GFP_IGNORED] else L.GFP_KERNEL
-                    self.iommu_map(d, lo << 12, lo << 12, (hi + 1 - lo) << 12, gfp, False)
+            for k in range(d, d + n):
+                self.new_domain(k)
         return d
+
+    def new_domain(self, d):
+        self.c["domains"] += 1
+        if self.mode == L.FLUSH_PASSTHROUGH:
+            self.domains[d] = None
+            return
+        dom = self.domains[d] = Domain(self, d)
+        for lo, hi, direct in self.resv:
+            dom.iovad.reserve(lo, hi)
+            if direct:
+                gfp = L.GFP_ATOMIC if self.P[L.P_GFP_IGNORED] else L.GFP_KERNEL
+                self.iommu_map(d, lo << 12, lo << 12, (hi + 1 - lo) << 12, gfp, False)
 
     def fire_timers(self, now):
         while (hit := self.timers.pop_due(now)) is not None:
@@ -211,21 +217,28 @@ class Reference:
             self.c["map_rejected"] += 1
             return L.ST_DONE
         before = self.c["pt_pages_alloc"]
-        done = self.iommu_map(d, base, paddr - off, length, *self.gfp(flags))
+        failed = False
+        for k in range(self.P[L.P_HW_DOMAINS] if m.api else 1):
+            done = self.iommu_map(d + k, base, paddr - off, length, *self.gfp(flags))
+            if done >= 0:
+                self.c["map_enomem"] += 1
+                for j in range(k + 1):
+                    size_j = length if j < k else done
+                    if size_j:
+                        g = {"start": L.NEVER, "end": 0, "pgsize": 0, "fl": []}
+                        self.unmap_range(d + j, base, size_j, False, g)
+                        self.iotlb_sync(d + j, g)
+                if m.node is not None:
+                    self.domains[d].iovad.free_iova_fast(cpu, m.node, m.pages, self.now)
+                failed = True
+                break
+            if self.P[L.P_CM] and not self.P[L.P_FIRST_STAGE]:
+                self.c["iotlb_sync_maps"] += 1
+                self.hw.flush_range(d + k, base, base + length - 1, False)
         if m.api and flags & ts.FLAG_ATOMIC and flags & ts.FLAG_GFP_BLOCKING:
             self.c["gfp_blocking_in_atomic"] += self.c["pt_pages_alloc"] - before
-        if done >= 0:
-            self.c["map_enomem"] += 1
-            if done:
-                g = {"start": L.NEVER, "end": 0, "pgsize": 0, "fl": []}
-                self.unmap_range(d, base, done, False, g)
-                self.iotlb_sync(d, g)
-            if m.node is not None:
-                self.domains[d].iovad.free_iova_fast(cpu, m.node, m.pages, self.now)
+        if failed:
             return L.ST_DONE
-        if self.P[L.P_CM] and not self.P[L.P_FIRST_STAGE]:
-            self.c["iotlb_sync_maps"] += 1
-            self.hw.flush_range(d, base, base + length - 1, False)
         m.state, m.dma, m.base, m.length = "mapped", base + off, base, length
         return L.ST_DONE
 
@@ -326,7 +339,13 @@ class Reference:
         if failed:
             return L.ST_DONE
         dom = self.domains[d]
-        queued = self.mode != L.FLUSH_STRICT and not m.api
+        if m.api:
+            for k in range(self.P[L.P_HW_DOMAINS]):
+                g = {"start": L.NEVER, "end": 0, "pgsize": 0, "fl": []}
+                self.unmap_range(d + k, m.base, m.length, False, g)
+                self.iotlb_sync(d + k, g)
+            return L.ST_DONE
+        queued = self.mode != L.FLUSH_STRICT
         g = {"start": L.NEVER, "end": 0, "pgsize": 0, "fl": []}
         it = self.unmap_range(d, m.base, m.length, queued, g)
         if not queued:
