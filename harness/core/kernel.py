@@ -85,6 +85,44 @@ def _fire_timers(S, now):
             iova.depot_work(S, d, f - L.D_DEPOT_TIMER)
 
 
+@njit(cache=True)
+def _map_failed(S, d, cpu, h, base, length, k, done):
+    """-ENOMEM in domain d + k after `done` bytes: iommu_map() unmaps what it
+    mapped there and in the domains filled before; dma-iommu frees the IOVA."""
+    S.C[L.C_MAP_ENOMEM] += 1
+    for j in range(k + 1):
+        size_j = length if j < k else done
+        if size_j:
+            flush.gather_init(S.gather)
+            _unmap_range(S, d + j, base, size_j, False, S.gather)
+            flush.iotlb_sync(S, d + j, S.gather)
+    if S.H[h, L.H_NODE] != -1:
+        iova.free_iova_fast(S, d, cpu, S.H[h, L.H_NODE], S.H[h, L.H_PAGES])
+
+
+@njit(cache=True)
+def _map_mirrors(S, d, cpu, h, base, paddr, length, gfp, charge):
+    """IOMMU-API maps go to every hardware domain of the IOAS in order
+    (iopt_area_fill_domains); a failure unmaps the domains already filled."""
+    for k in range(1, S.P[L.P_HW_DOMAINS]):
+        done = pagetable.iommu_map(S, d + k, base, paddr, length, gfp, charge)
+        if done >= 0:
+            _map_failed(S, d, cpu, h, base, length, k, done)
+            return False
+        vtd.iotlb_sync_map(S, d + k, base, length)
+    return True
+
+
+@njit(cache=True)
+def _unmap_api(S, d, h):
+    """iommu_unmap() from every hardware domain of the IOAS: always strict."""
+    g = S.gather
+    for k in range(S.P[L.P_HW_DOMAINS]):
+        flush.gather_init(g)
+        _unmap_range(S, d + k, S.H[h, L.H_BASE], S.H[h, L.H_LEN], False, g)
+        flush.iotlb_sync(S, d + k, g)
+
+
 @njit(cache=True, inline="always")
 def _map(S, d, cpu, h, iova_rec, paddr, size, flags):
     H = S.H
@@ -128,27 +166,17 @@ def _map(S, d, cpu, h, iova_rec, paddr, size, flags):
         return L.ST_DONE
     gfp, charge = _gfp(S, flags)
     before = S.C[L.C_PT_PAGES_ALLOC]
-    # IOMMU-API maps go to every hardware domain of the IOAS, in order
-    # (iopt_area_fill_domains); a failure unmaps the domains already filled.
-    mirrors = S.P[L.P_HW_DOMAINS] if flags & FLAG_IOMMU_API else 1
-    for k in range(mirrors):
-        done = pagetable.iommu_map(S, d + k, base, paddr - off, length, gfp, charge)
-        if done >= 0:
-            # iommu_map() unmaps what it mapped; dma-iommu then frees the IOVA
-            S.C[L.C_MAP_ENOMEM] += 1
-            for j in range(k + 1):
-                size_j = length if j < k else done
-                if size_j:
-                    flush.gather_init(S.gather)
-                    _unmap_range(S, d + j, base, size_j, False, S.gather)
-                    flush.iotlb_sync(S, d + j, S.gather)
-            if H[h, L.H_NODE] != -1:
-                iova.free_iova_fast(S, d, cpu, H[h, L.H_NODE], H[h, L.H_PAGES])
-            break
-        vtd.iotlb_sync_map(S, d + k, base, length)
+    done = pagetable.iommu_map(S, d, base, paddr - off, length, gfp, charge)
+    ok = done < 0
+    if not ok:
+        _map_failed(S, d, cpu, h, base, length, 0, done)
+    else:
+        vtd.iotlb_sync_map(S, d, base, length)
+        if flags & FLAG_IOMMU_API and S.P[L.P_HW_DOMAINS] > 1:
+            ok = _map_mirrors(S, d, cpu, h, base, paddr - off, length, gfp, charge)
     if flags & FLAG_IOMMU_API and flags & FLAG_ATOMIC and flags & ts.FLAG_GFP_BLOCKING:
         S.C[L.C_GFP_BLOCKING_IN_ATOMIC] += S.C[L.C_PT_PAGES_ALLOC] - before
-    if done >= 0:
+    if not ok:
         return L.ST_DONE
     H[h, L.H_STATE] = L.HS_MAPPED
     H[h, L.H_DMA] = base + off
@@ -218,11 +246,8 @@ def _unmap(S, d, cpu, h, size):
     base = H[h, L.H_BASE]
     queued = S.P[L.P_FLUSH] != L.FLUSH_STRICT
     g = S.gather
-    if H[h, L.H_API]:  # iommu_unmap() from every hardware domain of the IOAS
-        for k in range(S.P[L.P_HW_DOMAINS]):
-            flush.gather_init(g)
-            _unmap_range(S, d + k, base, H[h, L.H_LEN], False, g)
-            flush.iotlb_sync(S, d + k, g)
+    if H[h, L.H_API]:
+        _unmap_api(S, d, h)
         return L.ST_DONE
     flush.gather_init(g)
     it = _unmap_range(S, d, base, H[h, L.H_LEN], queued, g)
