@@ -67,7 +67,8 @@ COUNTERS = (
     Metric("alloc_gfp_kernel_account", "pages", "page-table pages allocated with GFP_KERNEL_ACCOUNT"),
     Metric("memcg_charged_peak_bytes", "bytes", "peak page-table bytes charged to the memory cgroup"),
     Metric("map_enomem", "events", "maps failed with -ENOMEM: a page-table allocation over the "
-           "memory-cgroup limit"),
+           "memory-cgroup limit, or a GFP_ATOMIC allocation under memory pressure"),
+    Metric("gfp_atomic_failures", "pages", "GFP_ATOMIC page-table allocations that failed (mem.* model)"),
     Metric("map_rejected", "events", "maps the kernel rejects: -EINVAL (misaligned IOMMU-API map, "
            "DMA address not matching the buffer's page offset, forbidden gfp flags), -EFAULT "
            "(beyond the address width)"),

@@ -24,6 +24,10 @@ CORE_DEFAULTS = {
     "fq.single_timeout_ms": 1000.0,
     "memcg.limit_bytes": 0,
     "iommufd.hw_domains": 1,
+    "mem.free_bytes": 0,
+    "mem.min_watermark_bytes": 64 << 20,
+    "mem.jitter_bytes": 0,
+    "mem.seed": 1,
     "iova.reserved": [],
     "iova.direct": [],
     "iova.mag_size": 127,
@@ -39,6 +43,13 @@ CORE_SOURCES = {
     "iommufd.hw_domains": "hardware domains attached to each device's IOAS; IOMMU-API maps and "
                           "unmaps are mirrored into each (drivers/iommu/iommufd/io_pagetable.c "
                           "iopt_area_fill_domains)",
+    "mem.free_bytes": "free memory before the first page table; 0 disables the GFP_ATOMIC failure model",
+    "mem.min_watermark_bytes": "zone min watermark (vm.min_free_kbytes); GFP_ATOMIC may use reserves "
+                               "down to 3/8 of it (mm/page_alloc.c __zone_watermark_ok: "
+                               "ALLOC_MIN_RESERVE halves it, ALLOC_NON_BLOCK takes a further quarter)",
+    "mem.jitter_bytes": "other activity: each allocation sees free memory lower by a seeded uniform "
+                        "draw below this",
+    "mem.seed": "seed of the jitter draws (splitmix64)",
     "iova.reserved": "IOMMU_RESV_MSI/RESERVED regions [start, end] (bytes) reserved in every iovad",
     "iova.direct": "IOMMU_RESV_DIRECT regions [start, end]: reserved and identity-mapped at attach",
     "fq.size": "drivers/iommu/dma-iommu.c IOVA_DEFAULT_FQ_SIZE (v6.7)",

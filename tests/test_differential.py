@@ -92,6 +92,8 @@ PARAM_SETS = {
     "cm-first-stage": ["vtd.caching_mode=true", "pagetable.first_stage=true", "fq.size=3",
                        "fq.single_size=7", "iova.reserved=[[0xfee00000, 0xfeefffff], [0xf0000000, 0xf7ffffff]]"],
     "v6.2": ["kernel=\"6.2\"", "memcg.limit_bytes=8192", "fq.single_size=9"],
+    "pressure": ["mem.free_bytes=40960", "mem.min_watermark_bytes=16384",
+                 "mem.jitter_bytes=20000", "mem.seed=7", "fq.size=5"],
     "iommufd": ["iommufd.hw_domains=3", "memcg.limit_bytes=65536", "iotlb.entries=16",
                 "iotlb.ways=4", "fq.size=6"],
     "no-pci32": ["iova.pci_32bit_first=false", "pagetable.levels=5", "psc.l5_entries=2",

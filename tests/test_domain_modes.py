@@ -155,3 +155,23 @@ def test_iommufd_ioas_mirrors_every_mapping(trace_file):
     assert two["memcg_charged_bytes"] == 2 * one["memcg_charged_bytes"] == 2 * 4 * 4096
     assert (one["inv_psi"], two["inv_psi"]) == (1, 2)  # each domain's unmap is invalidated
     assert two["iotlb_misses"] == one["iotlb_misses"] == 1  # the device translates in its own
+
+
+def test_gfp_atomic_fails_under_memory_pressure(trace_file):
+    # 24 KiB free, atomic floor 3/8 of 32 KiB = 12 KiB: root (GFP_KERNEL), L3
+    # and L2 fit; the leaf table would leave 8 KiB, so the atomic map fails.
+    # The GFP_KERNEL map that reuses its IOVA reclaims and succeeds.
+    evs = [mp(0, 0, flags=ts.FLAG_ATOMIC), ac(1, 0), mp(2, 1, paddr=0x300000), ac(3, 1)]
+    over = ["mem.free_bytes=24576", "mem.min_watermark_bytes=32768"]
+    r = simulate(trace_file(evs), gfp="kernel", overrides=over)
+    assert (r["gfp_atomic_failures"], r["map_enomem"], r["faults"]) == (1, 1, 1)
+    assert r["alloc_gfp_atomic"] == 2 and r["alloc_gfp_kernel"] == 2
+    # seeded jitter: same seed, same failures; no pressure model, no failures
+    api = ts.FLAG_IOMMU_API | ts.FLAG_TO_DEVICE
+    big = [mp(i, i, iova=(i + 1) << 21, paddr=i << 22, flags=api) for i in range(200)]  # a leaf table each
+    jit = over[:1] + ["mem.min_watermark_bytes=8192", "mem.free_bytes=600000", "mem.jitter_bytes=400000"]
+    a = simulate(trace_file(big), overrides=jit + ["mem.seed=3"])
+    b = simulate(trace_file(big), overrides=jit + ["mem.seed=3"])
+    c = simulate(trace_file(big), overrides=jit + ["mem.seed=4"])
+    assert a == b and 0 < a["gfp_atomic_failures"] and a["gfp_atomic_failures"] != c["gfp_atomic_failures"]
+    assert simulate(trace_file(big))["gfp_atomic_failures"] == 0

@@ -34,7 +34,10 @@ P_GFP_IGNORED = 30     # driver ignores the gfp argument: GFP_ATOMIC, never char
 P_MEMCG_LIMIT = 31     # bytes of page tables the memory cgroup may be charged; 0: none
 P_INIT_TABLES = 32     # tables a new domain may allocate (root, RESV_DIRECT maps)
 P_HW_DOMAINS = 33      # hardware domains mirroring a device's IOAS (iommufd)
-NUM_PARAMS = 34
+P_MEM_FREE = 34        # free memory (bytes) before any page table; 0: no memory pressure
+P_MEM_ATOMIC_FLOOR = 35  # bytes GFP_ATOMIC may not dip below: 3/8 of the min watermark
+P_MEM_JITTER = 36      # free memory seen by an allocation drops by up to this much
+NUM_PARAMS = 37
 
 GFP_POLICY_ATOMIC = 0
 GFP_POLICY_KERNEL = 1
@@ -65,6 +68,7 @@ G_CHARGED = 8          # bytes charged to the memory cgroup
 G_PT_LIVE = 9          # page-table pages allocated and not freed
 G_IOTLB_LVL = 10       # + level-1: live IOTLB entries per page size
 G_LAST_TS = 14         # timestamp of the last event processed
+G_RNG = 15             # splitmix64 state of the memory-pressure model
 NUM_GLOBALS = 16
 
 NEVER = 1 << 62        # timer not armed; also the IOVA anchor pfn

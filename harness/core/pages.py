@@ -8,6 +8,7 @@ carries them is released). GFP_KERNEL_ACCOUNT pages are charged to the
 caller's memory cgroup (iommufd, v6.3 "Let iommufd charge IOPTE allocations").
 """
 
+import numpy as np
 from numba import njit
 
 from harness.core import layout as L
@@ -31,6 +32,27 @@ def alloc(S, gfp, charge):
         if S.G[L.G_CHARGED] > S.C[L.C_MEMCG_CHARGED_PEAK_BYTES]:
             S.C[L.C_MEMCG_CHARGED_PEAK_BYTES] = S.G[L.G_CHARGED]
     return t
+
+
+@njit(cache=True, inline="always")
+def _splitmix64(S):
+    x = np.uint64(S.G[L.G_RNG]) + np.uint64(0x9E3779B97F4A7C15)
+    S.G[L.G_RNG] = np.int64(x)
+    z = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True)
+def atomic_fails(S):
+    """Memory-pressure model for a GFP_ATOMIC page: it cannot reclaim, so it
+    fails once free memory (less this IOMMU's tables and a seeded jitter for
+    the rest of the system) would fall below the atomic floor. Blocking
+    allocations reclaim and are taken to succeed."""
+    free = S.P[L.P_MEM_FREE] - 4096 * S.G[L.G_PT_LIVE]
+    if S.P[L.P_MEM_JITTER]:
+        free -= np.int64(_splitmix64(S) % np.uint64(S.P[L.P_MEM_JITTER]))
+    return free - 4096 < S.P[L.P_MEM_ATOMIC_FLOOR]
 
 
 @njit(cache=True, inline="always")

@@ -48,7 +48,8 @@ def iommu_pgsize(bitmap, iova, paddr, size):
 def _descend(S, d, pfn, target, gfp, charge):
     """pfn_to_dma_pte() with a target level: the table holding pfn's entry at
     that level, allocating missing tables; -1 if a superpage is in the way,
-    -2 if an allocation fails (a charge over the memory-cgroup limit)."""
+    -2 if an allocation fails (a charge over the memory-cgroup limit, or a
+    GFP_ATOMIC page under memory pressure)."""
     t = S.D[d, L.D_ROOT]
     for level in range(S.P[L.P_LEVELS], target, -1):
         i = _idx(pfn, level)
@@ -57,6 +58,9 @@ def _descend(S, d, pfn, target, gfp, charge):
             return -1
         if e == 0:
             if charge and S.P[L.P_MEMCG_LIMIT] and S.G[L.G_CHARGED] + 4096 > S.P[L.P_MEMCG_LIMIT]:
+                return -2
+            if gfp == L.GFP_ATOMIC and S.P[L.P_MEM_FREE] and pages.atomic_fails(S):
+                S.C[L.C_GFP_ATOMIC_FAILURES] += 1
                 return -2
             e = pages.alloc(S, gfp, charge)
             S.pt[t, i] = e

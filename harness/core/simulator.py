@@ -84,6 +84,11 @@ def build_params(spec, flush, gfp, num_cpus):
     P[L.P_GFP] = L.GFP_POLICIES[gfp]
     P[L.P_GFP_IGNORED] = int(spec.vendor.gfp_ignored(kernel))
     P[L.P_MEMCG_LIMIT] = p["memcg.limit_bytes"]
+    P[L.P_MEM_FREE] = p["mem.free_bytes"]
+    P[L.P_MEM_ATOMIC_FLOOR] = p["mem.min_watermark_bytes"] * 3 // 8
+    P[L.P_MEM_JITTER] = p["mem.jitter_bytes"]
+    if min(P[L.P_MEM_FREE], P[L.P_MEM_ATOMIC_FLOOR], P[L.P_MEM_JITTER]) < 0:
+        raise HarnessError("model parameters mem.*: expected >= 0")
     P[L.P_HW_DOMAINS] = p["iommufd.hw_domains"]
     if not 1 <= P[L.P_HW_DOMAINS] <= 64:
         raise HarnessError(f"model parameter iommufd.hw_domains = {P[L.P_HW_DOMAINS]}: expected 1..64")
@@ -107,6 +112,7 @@ class Simulator:
         params = build_params(spec, flush, gfp, num_cpus)
         self.effective_flush, self.flush_reason = params.flush, params.why
         self.S = state.new(params.P, num_cpus, params.resv)
+        self.S.G[L.G_RNG] = spec.params["mem.seed"]
         self._dev_keys = np.zeros(0, np.uint32)
         self._dev_dom = np.zeros(0, np.int64)
 

@@ -73,7 +73,8 @@ class Reference:
         self.spec = spec
         self.ncpu = ncpu
         self.c = Counter({m.name: 0 for m in metrics.COUNTERS})
-        self.pages = Pages(self.c)
+        self.pages = Pages(self.c, P[L.P_MEM_FREE], P[L.P_MEM_ATOMIC_FLOOR], P[L.P_MEM_JITTER],
+                           spec.params["mem.seed"])
         self.timers = Timers()
         self.hw = VtdHardware(P, L, self.c)
         self.domains = {}

@@ -1,6 +1,8 @@
 """Reference I/O page table (drivers/iommu/intel/iommu.c semantics) as nested
 Python objects, with page accounting kept by a Pages ledger."""
 
+from harness.core.layout import GFP_ATOMIC
+
 LEAF = "leaf"
 ENOMEM = "enomem"
 
@@ -27,12 +29,31 @@ def subtables(t, level):
     return out
 
 
-class Pages:
-    """Page-table page ledger: live, pending (on a freelist), charged bytes."""
+MASK64 = (1 << 64) - 1
 
-    def __init__(self, c):
+
+class Pages:
+    """Page-table page ledger: live, pending (on a freelist), charged bytes;
+    and the memory-pressure model for GFP_ATOMIC pages."""
+
+    def __init__(self, c, free=0, floor=0, jitter=0, seed=1):
         self.c = c
         self.live = self.pending = self.charged = 0
+        self.free, self.floor, self.jitter, self.rng = free, floor, jitter, seed & MASK64
+
+    def _splitmix64(self):
+        self.rng = x = (self.rng + 0x9E3779B97F4A7C15) & MASK64
+        z = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+        return z ^ (z >> 31)
+
+    def atomic_fails(self):
+        if not self.free:
+            return False
+        free = self.free - 4096 * self.live
+        if self.jitter:
+            free -= self._splitmix64() % self.jitter
+        return free - 4096 < self.floor
 
     def alloc(self, gfp, charged):
         self.c["pt_pages_alloc"] += 1
@@ -93,6 +114,9 @@ class PageTable:
                 return None
             if e is None:
                 if charged and limit and self.pages.charged + 4096 > limit:
+                    return ENOMEM
+                if gfp == GFP_ATOMIC and self.pages.atomic_fails():
+                    self.pages.c["gfp_atomic_failures"] += 1
                     return ENOMEM
                 e = t.e[idx(pfn, level)] = self.pages.alloc(gfp, charged)
             t = e
