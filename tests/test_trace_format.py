@@ -16,7 +16,7 @@ def test_roundtrip_batches_are_zero_copy_views(tmp_path):
         assert r.num_rows == 20 and r.num_batches == 3 and r.num_cpus == 2
         assert r.provenance == {"generator": "x", "seed": 3}
         rows = []
-        for row0, cols in r.batches():
+        for _, cols in r.batches():
             assert set(cols) == set(ts.COLUMN_NAMES)
             assert not cols["ts"].flags.writeable  # a view into the mapped file
             assert cols["ts"].dtype == np.uint64 and cols["op"].dtype == np.uint8

@@ -10,7 +10,6 @@ import json
 import mmap
 import os
 
-import numpy as np
 import pyarrow as pa
 
 from harness.errors import TraceError
