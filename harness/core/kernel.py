@@ -202,6 +202,19 @@ def _unmap_range(S, d, base, length, queued, g):
 
 
 @njit(cache=True, inline="always")
+def _end_mapping(S, h, size):
+    """What every unmap checks and records: (status, handle state before)."""
+    st = S.H[h, L.H_STATE]
+    if st == L.HS_NONE or st == L.HS_UNMAPPED:
+        return L.ST_UNMAP_UNKNOWN, st
+    if size != S.H[h, L.H_SIZE]:
+        return L.ST_UNMAP_SIZE, st
+    S.C[L.C_UNMAPS] += 1
+    S.H[h, L.H_STATE] = L.HS_UNMAPPED
+    return L.ST_DONE, st
+
+
+@njit(cache=True, inline="always")
 def _identity(S, o, h, size):
     """Passthrough (IOMMU_DOMAIN_IDENTITY): DMA addresses are physical; nothing
     is allocated, mapped, translated or invalidated."""
@@ -215,12 +228,7 @@ def _identity(S, o, h, size):
         H[h, L.H_STATE] = L.HS_MAPPED
         H[h, L.H_SIZE] = size
     elif o == OP_UNMAP:
-        if st == L.HS_NONE or st == L.HS_UNMAPPED:
-            return L.ST_UNMAP_UNKNOWN
-        if size != H[h, L.H_SIZE]:
-            return L.ST_UNMAP_SIZE
-        S.C[L.C_UNMAPS] += 1
-        H[h, L.H_STATE] = L.HS_UNMAPPED
+        return _end_mapping(S, h, size)[0]
     else:
         if st == L.HS_NONE:
             return L.ST_ACCESS_UNKNOWN
@@ -234,15 +242,9 @@ def _identity(S, o, h, size):
 @njit(cache=True, inline="always")
 def _unmap(S, d, cpu, h, size):
     H = S.H
-    st = H[h, L.H_STATE]
-    if st == L.HS_NONE or st == L.HS_UNMAPPED:
-        return L.ST_UNMAP_UNKNOWN
-    if size != H[h, L.H_SIZE]:
-        return L.ST_UNMAP_SIZE
-    S.C[L.C_UNMAPS] += 1
-    H[h, L.H_STATE] = L.HS_UNMAPPED
-    if st == L.HS_FAILED:
-        return L.ST_DONE
+    rc, st = _end_mapping(S, h, size)
+    if rc != L.ST_DONE or st == L.HS_FAILED:
+        return rc
     base = H[h, L.H_BASE]
     queued = S.P[L.P_FLUSH] != L.FLUSH_STRICT
     g = S.gather
