@@ -24,8 +24,8 @@ demo: $(STAMP)
 	mkdir -p $(DEMO)
 	$(CLI) trace synth nic-rx -o $(DEMO)/nic-rx.arrow --packets 1000000 --queues 8 --ring 1024 --rate 8e6
 	$(CLI) trace info $(DEMO)/nic-rx.arrow
-	$(CLI) run $(DEMO)/nic-rx.arrow --model intel-vtd --flush strict --gfp atomic --out $(DEMO)
-	$(CLI) run $(DEMO)/nic-rx.arrow --model intel-vtd --flush lazy --gfp atomic --out $(DEMO)
+	$(CLI) run $(DEMO)/nic-rx.arrow --model intel-vtd-legacy --flush strict --gfp atomic --out $(DEMO)
+	$(CLI) run $(DEMO)/nic-rx.arrow --model intel-vtd-legacy --flush lazy --gfp atomic --out $(DEMO)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.bench_throughput

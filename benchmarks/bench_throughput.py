@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_throughput [--events 10000000] [--rss-events 100000000]
 
-Prints events/s for a nic-rx trace with intel-vtd in strict and lazy mode on
+Prints events/s for a nic-rx trace with intel-vtd-legacy in strict and lazy mode on
 one core (numba cache warmed first; fastest of --repeat runs), and with --rss-events the peak RSS of a
 run over a longer trace, measured in a child process.
 """
@@ -32,7 +32,7 @@ def nic_trace(events):
     return path
 
 
-def run(path, flush, model="intel-vtd"):
+def run(path, flush, model="intel-vtd-legacy"):
     spec = models.resolve(model)
     with TraceReader(path) as r:
         sim = Simulator(spec, flush, "atomic", r.num_cpus)
@@ -57,7 +57,7 @@ def main():
     print(f"{'model':<10} {'trace':<24} {'flush':<7} {'events':>12} {'seconds':>8} {'M events/s':>11}")
     for flush in ("strict", "lazy"):
         n, dt = min((run(path, flush) for _ in range(args.repeat)), key=lambda r: r[1])
-        print(f"{'intel-vtd':<10} {path.name:<24} {flush:<7} {n:>12,} {dt:>8.2f} {n / dt / 1e6:>11.1f}")
+        print(f"{'intel-vtd-legacy':<10} {path.name:<24} {flush:<7} {n:>12,} {dt:>8.2f} {n / dt / 1e6:>11.1f}")
     if args.rss_events:
         big = nic_trace(args.rss_events)
         subprocess.run([sys.executable, "-m", "benchmarks.bench_throughput", "--child-run", str(big)],

@@ -128,7 +128,7 @@ def _metrics_table(values, title):
 @user_errors
 def run(
     trace: Path = typer.Argument(..., help="Trace file (.arrow, format v1)."),
-    model: str = typer.Option("intel-vtd", help="Model name or TOML path."),
+    model: str = typer.Option("intel-vtd-legacy", help="Model name or TOML path."),
     flush: str = typer.Option("strict", help="strict | lazy | lazy-single | passthrough"),
     gfp: str = typer.Option("atomic", help="atomic | kernel | kernel-account"),
     set_: List[str] = typer.Option([], "--set", help="Override a model parameter: key=value."),

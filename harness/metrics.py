@@ -25,23 +25,31 @@ COUNTERS = (
            "IOTLB invalidation (0 in strict mode)"),
     Metric("iotlb_hits", "translations", "IOTLB lookups that hit"),
     Metric("iotlb_misses", "translations", "IOTLB lookups that missed and walked the page table"),
-    Metric("psc_l2_hits", "lookups", "paging-structure cache hits, level-2 entries (VT-d PDE cache)"),
-    Metric("psc_l2_misses", "lookups", "paging-structure cache misses, level-2 entries (PDE cache)"),
-    Metric("psc_l3_hits", "lookups", "paging-structure cache hits, level-3 entries (PDPE cache)"),
-    Metric("psc_l3_misses", "lookups", "paging-structure cache misses, level-3 entries (PDPE cache)"),
-    Metric("psc_l4_hits", "lookups", "paging-structure cache hits, level-4 entries (PML4E cache)"),
-    Metric("psc_l4_misses", "lookups", "paging-structure cache misses, level-4 entries (PML4E cache)"),
-    Metric("psc_l5_hits", "lookups", "paging-structure cache hits, level-5 entries (PML5E cache)"),
-    Metric("psc_l5_misses", "lookups", "paging-structure cache misses, level-5 entries (PML5E cache)"),
+    Metric("psc_l2_hits", "lookups", "walk-cache hits on level-2 entries (VT-d PDE cache, AMD PDE cache, SMMU level-2 walk cache)"),
+    Metric("psc_l2_misses", "lookups", "walk-cache misses on level-2 entries"),
+    Metric("psc_l3_hits", "lookups", "walk-cache hits on level-3 entries (VT-d PDPE cache)"),
+    Metric("psc_l3_misses", "lookups", "walk-cache misses on level-3 entries"),
+    Metric("psc_l4_hits", "lookups", "walk-cache hits on level-4 entries (VT-d PML4E cache)"),
+    Metric("psc_l4_misses", "lookups", "walk-cache misses on level-4 entries"),
+    Metric("psc_l5_hits", "lookups", "walk-cache hits on level-5 entries (VT-d PML5E cache)"),
+    Metric("psc_l5_misses", "lookups", "walk-cache misses on level-5 entries"),
+    Metric("psc_l6_hits", "lookups", "walk-cache hits on level-6 entries (AMD 6-level tables)"),
+    Metric("psc_l6_misses", "lookups", "walk-cache misses on level-6 entries"),
     Metric("walk_reads", "reads", "page-table entries read by the page walker"),
-    Metric("inv_psi", "descriptors", "page-selective IOTLB invalidation descriptors"),
-    Metric("inv_dsi", "descriptors", "domain-selective IOTLB invalidation descriptors"),
-    Metric("inv_psi_pages", "pages", "4 KiB pages covered by page-selective invalidations"),
-    Metric("inv_piotlb", "descriptors", "PASID-based IOTLB invalidations, page-selective (first stage)"),
-    Metric("inv_piotlb_all", "descriptors", "PASID-based IOTLB invalidations, PASID-selective (first stage)"),
-    Metric("inv_traps", "traps", "invalidation submissions that trap to the hypervisor (caching mode)"),
-    Metric("iotlb_sync_maps", "calls", "iotlb_sync_map flushes of new mappings (caching mode, second stage)"),
-    Metric("inv_waits", "descriptors", "invalidation wait descriptors (one per submitted batch)"),
+    Metric("inv_range", "commands", "range IOTLB invalidations: VT-d PSI or PASID-based PSI, AMD "
+           "INVALIDATE_IOMMU_PAGES, SMMUv3 TLBI_NH_VA/TLBI_S2_IPA, s390 RPCIT of a range"),
+    Metric("inv_all", "commands", "domain-wide IOTLB invalidations: VT-d DSI or PASID-selective, AMD "
+           "INVALIDATE_IOMMU_PAGES of all pages, SMMUv3 TLBI_NH_ASID/TLBI_S12_VMALL, s390 global RPCIT"),
+    Metric("inv_pages", "pages", "4 KiB pages covered by range invalidations"),
+    Metric("inv_dev", "commands", "device-TLB invalidations for ATS devices: VT-d device-TLB "
+           "descriptors, AMD INVALIDATE_IOTLB_PAGES, SMMUv3 CMD_ATC_INV"),
+    Metric("inv_syncs", "commands", "completion waits: VT-d wait descriptors, AMD COMPLETION_WAIT, "
+           "SMMUv3 CMD_SYNC"),
+    Metric("inv_submits", "calls", "submissions to the invalidation queue (qi_submit_sync, "
+           "command-buffer tail writes, cmdq batches; RPCIT instructions)"),
+    Metric("inv_traps", "traps", "invalidation work that traps to the hypervisor (VT-d caching "
+           "mode, AMD NpCache, s390 shadowed tables)"),
+    Metric("iotlb_sync_maps", "calls", "iotlb_sync_map flushes of new mappings (virtualized IOMMUs)"),
     Metric("iotlb_syncs", "calls", "iommu_iotlb_sync of a gathered range"),
     Metric("flush_all", "calls", "flush_iotlb_all (domain-wide flush)"),
     Metric("fq_queued", "entries", "unmapped IOVA ranges queued on a flush queue"),
@@ -58,23 +66,24 @@ COUNTERS = (
     Metric("iova_rcache_inserts", "calls", "freed IOVAs kept in the rcache"),
     Metric("iova_tree_frees", "calls", "IOVA ranges returned to the tree"),
     Metric("iova_depot_trims", "magazines", "depot magazines returned to the tree by the depot worker"),
-    Metric("pt_pages_alloc", "pages", "page-table pages allocated"),
-    Metric("pt_pages_freed", "pages", "page-table pages freed (after their invalidation)"),
-    Metric("pt_pages_peak", "pages", "peak page-table pages allocated and not yet freed"),
-    Metric("pt_pages_pending_peak", "pages", "peak page-table pages on a freelist awaiting invalidation"),
-    Metric("alloc_gfp_atomic", "pages", "page-table pages allocated with GFP_ATOMIC"),
-    Metric("alloc_gfp_kernel", "pages", "page-table pages allocated with GFP_KERNEL"),
-    Metric("alloc_gfp_kernel_account", "pages", "page-table pages allocated with GFP_KERNEL_ACCOUNT"),
+    Metric("pt_pages_alloc", "tables", "page tables allocated (iommu_alloc_pages_sz calls)"),
+    Metric("pt_pages_freed", "tables", "page tables freed (after their invalidation)"),
+    Metric("pt_pages_peak", "tables", "peak page tables allocated and not yet freed"),
+    Metric("pt_pages_pending_peak", "tables", "peak page tables on a freelist awaiting invalidation"),
+    Metric("pt_bytes_peak", "bytes", "peak page-table memory (nr_iommu_pages / SecPageTables, in bytes)"),
+    Metric("alloc_gfp_atomic", "tables", "page tables allocated with GFP_ATOMIC"),
+    Metric("alloc_gfp_kernel", "tables", "page tables allocated with GFP_KERNEL"),
+    Metric("alloc_gfp_kernel_account", "tables", "page tables allocated with GFP_KERNEL_ACCOUNT"),
     Metric("memcg_charged_peak_bytes", "bytes", "peak page-table bytes charged to the memory cgroup"),
     Metric("map_enomem", "events", "maps failed with -ENOMEM: a page-table allocation over the "
            "memory-cgroup limit, or a GFP_ATOMIC allocation under memory pressure"),
-    Metric("gfp_atomic_failures", "pages", "GFP_ATOMIC page-table allocations that failed (mem.* model)"),
+    Metric("gfp_atomic_failures", "tables", "GFP_ATOMIC page-table allocations that failed (mem.* model)"),
     Metric("map_rejected", "events", "maps the kernel rejects: -EINVAL (misaligned IOMMU-API map, "
            "DMA address not matching the buffer's page offset, forbidden gfp flags), -EFAULT "
            "(beyond the address width)"),
     Metric("gfp_forbidden", "events", "IOMMU-API maps passing __GFP_COMP, __GFP_DMA, __GFP_DMA32 "
            "or __GFP_HIGHMEM (-EINVAL since v6.3)"),
-    Metric("gfp_blocking_in_atomic", "pages", "page-table pages allocated for IOMMU-API maps whose "
+    Metric("gfp_blocking_in_atomic", "tables", "page tables allocated for IOMMU-API maps whose "
            "caller passed a blocking gfp in atomic context (the iommu_suspend bug class)"),
     Metric("map_overlaps", "pages", "pages a map found already mapped (left unchanged)"),
     Metric("superpage_switches", "tables", "page tables freed to make room for a superpage"),
@@ -83,8 +92,9 @@ COUNTERS = (
 
 # Read from the simulator state when a run ends.
 GAUGES = (
-    Metric("pt_pages_live", "pages", "page-table pages allocated and not freed at the end"),
-    Metric("pt_pages_pending", "pages", "of those, pages still awaiting invalidation at the end"),
+    Metric("pt_pages_live", "tables", "page tables allocated and not freed at the end"),
+    Metric("pt_pages_pending", "tables", "of those, tables still awaiting invalidation at the end"),
+    Metric("pt_bytes_live", "bytes", "page-table memory allocated and not freed at the end"),
     Metric("memcg_charged_bytes", "bytes", "page-table bytes charged to the memory cgroup at the end"),
     Metric("fq_pending_pages", "pages", "unmapped pages still awaiting invalidation at the end"),
 )
@@ -93,8 +103,10 @@ DERIVED = (
     Metric("iotlb_miss_rate", "ratio", "iotlb_misses / lookups"),
     Metric("iotlb_misses_per_mib", "misses/MiB", "IOTLB misses per MiB accessed"),
     Metric("walk_reads_per_miss", "reads", "page-table reads per IOTLB miss"),
-    Metric("inv_cost_ns", "ns", "modelled invalidation cost: descriptors, waits and traps times their costs"),
+    Metric("inv_cost_ns", "ns", "modelled invalidation cost: inv.cmd_ns per command, inv.sync_ns per "
+           "completion wait, inv.page_ns per page covered, inv.trap_ns per trap"),
     Metric("inv_cost_ns_per_mib", "ns/MiB", "modelled invalidation cost per MiB mapped"),
+    Metric("inv_cmds_per_mib", "commands/MiB", "invalidation commands (range, all, device) per MiB mapped"),
 )
 
 ALL = COUNTERS + GAUGES + DERIVED
@@ -111,12 +123,13 @@ def derive(values, params):
     v["iotlb_miss_rate"] = v["iotlb_misses"] / lookups if lookups else 0.0
     v["iotlb_misses_per_mib"] = v["iotlb_misses"] / mib if mib else 0.0
     v["walk_reads_per_miss"] = v["walk_reads"] / v["iotlb_misses"] if v["iotlb_misses"] else 0.0
-    descs = v["inv_psi"] + v["inv_dsi"] + v["inv_piotlb"] + v["inv_piotlb_all"]
-    cost = (params["inv.desc_ns"] * descs + params["inv.wait_ns"] * v["inv_waits"]
-            + params["inv.trap_ns"] * v["inv_traps"])
+    cmds = v["inv_range"] + v["inv_all"] + v["inv_dev"]
+    cost = (params["inv.cmd_ns"] * cmds + params["inv.sync_ns"] * v["inv_syncs"]
+            + params["inv.page_ns"] * v["inv_pages"] + params["inv.trap_ns"] * v["inv_traps"])
     v["inv_cost_ns"] = float(cost)
     mapped_mib = v["bytes_mapped"] / 2**20
     v["inv_cost_ns_per_mib"] = cost / mapped_mib if mapped_mib else 0.0
+    v["inv_cmds_per_mib"] = cmds / mapped_mib if mapped_mib else 0.0
     return v
 
 

@@ -62,6 +62,10 @@ CORE_SOURCES = {
 }
 
 
+# Walk caches a model may leave out (no cache at that level).
+OPTIONAL = {f"psc.l{lv}_{f}" for lv in range(2, 7) for f in ("entries", "ways")}
+
+
 def _flatten(table, prefix=""):
     out = {}
     for k, v in table.items():
@@ -114,14 +118,36 @@ def _coerce(key, raw, default):
     return value
 
 
-def load(path):
-    path = Path(path)
+def _read(path):
     try:
-        doc = tomllib.loads(path.read_text())
+        return tomllib.loads(Path(path).read_text())
     except OSError as e:
         raise HarnessError(f"{path}: cannot read model: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise HarnessError(f"{path}: not valid TOML: {e}") from None
+
+
+def _merged(path, models_dir, seen=()):
+    """The file's tables over those of the model it inherits from, if any."""
+    doc = _read(path)
+    base = doc.pop("inherits", None)
+    if base is None:
+        return doc
+    if base in seen:
+        raise HarnessError(f"{path}: field 'inherits' = {base!r} loops back to itself")
+    found = available(models_dir)
+    if base not in found:
+        raise HarnessError(f"{path}: field 'inherits' is {base!r}, expected a model name "
+                           f"({', '.join(found)})")
+    merged = _flatten(_merged(found[base], models_dir, seen + (base,)))
+    merged.pop("name", None)
+    merged.update(_flatten(doc))
+    return merged
+
+
+def load(path, models_dir=None):
+    path = Path(path)
+    doc = _flatten(_merged(path, models_dir, (path.stem,)))
     family = doc.pop("family", None)
     if family not in FAMILIES:
         raise HarnessError(f"{path}: field 'family' is {family!r}, expected one of "
@@ -129,9 +155,13 @@ def load(path):
     name = doc.pop("name", path.stem)
     description = doc.pop("description", "")
     sources = dict(CORE_SOURCES)
-    sources.update(doc.pop("sources", {}))
+    sources.update({k[len("sources."):]: v for k, v in doc.items() if k.startswith("sources.")})
     params = dict(CORE_DEFAULTS)
-    params.update(_flatten(doc))
+    params.update({k: v for k, v in doc.items() if not k.startswith("sources.")})
+    allowed = set(FAMILIES[family].PARAMS) | set(CORE_DEFAULTS) | OPTIONAL
+    unknown = [k for k in params if k not in allowed]
+    if unknown:
+        raise HarnessError(f"{path}: unknown parameter(s) {', '.join(unknown)} for family {family}")
     missing = [k for k in FAMILIES[family].PARAMS if k not in params]
     if missing:
         raise HarnessError(f"{path}: missing parameter(s) {', '.join(missing)} "
@@ -159,8 +189,8 @@ def available(models_dir=None):
 def resolve(name, models_dir=None):
     """A model by name (from --models-dir, $IOMMU_HARNESS_MODELS, built-ins) or path."""
     if name.endswith(".toml") or os.sep in name:
-        return load(name)
+        return load(name, models_dir)
     found = available(models_dir)
     if name not in found:
         raise HarnessError(f"unknown model {name!r}: expected one of {', '.join(found) or 'none'}")
-    return load(found[name])
+    return load(found[name], models_dir)

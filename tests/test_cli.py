@@ -52,7 +52,7 @@ def test_run_prints_table_and_writes_one_row_parquet(nic, tmp_path):
     df = pl.read_parquet(files[0])
     assert df.height == 1
     row = df.row(0, named=True)
-    assert (row["model"], row["family"], row["flush"], row["gfp"]) == ("intel-vtd", "vtd", "lazy", "kernel-account")
+    assert (row["model"], row["family"], row["flush"], row["gfp"]) == ("intel-vtd-legacy", "vtd", "lazy", "kernel-account")
     assert json.loads(row["overrides"]) == {"iotlb.entries": "128"}
     assert len(row["trace_sha256"]) == 64
     assert set(m.name for m in metrics.ALL) <= set(df.columns)
@@ -94,8 +94,8 @@ def test_bad_events_exit_2_with_one_line(tmp_path, events, message):
 
 def test_models_list_and_show():
     r = runner.invoke(app, ["models", "list"])
-    assert r.exit_code == 0 and "intel-vtd" in r.output
-    r = runner.invoke(app, ["models", "show", "intel-vtd"])
+    assert r.exit_code == 0 and "intel-vtd-legacy" in r.output
+    r = runner.invoke(app, ["models", "show", "intel-vtd-legacy"])
     assert r.exit_code == 0 and "inv.mamv" in r.output and "VTD_MAMV" in r.output
 
 

@@ -116,5 +116,5 @@ def test_fast_path_equals_reference(tmp_path_factory, params, seed, n, handles, 
     path = write_trace(tmp_path_factory.mktemp("d") / "t.arrow", evs, num_cpus=ncpu, batch=17)
     overrides = PARAM_SETS[params]
     fast = simulate(path, flush, gfp, overrides)
-    ref = reference.run(path, models.resolve("intel-vtd").with_overrides(overrides), flush, gfp)
+    ref = reference.run(path, models.resolve("intel-vtd-legacy").with_overrides(overrides), flush, gfp)
     assert fast == ref

@@ -40,7 +40,7 @@ def test_passthrough_translates_nothing(trace_file):
 
 
 def _run(path, flush, gfp="atomic", overrides=()):
-    spec = models.resolve("intel-vtd").with_overrides(list(overrides))
+    spec = models.resolve("intel-vtd-legacy").with_overrides(list(overrides))
     with TraceReader(path) as r:
         sim = Simulator(spec, flush, gfp, r.num_cpus)
         return sim.effective_flush, sim.run(r)

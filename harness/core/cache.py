@@ -1,39 +1,46 @@
-"""Set-associative LRU caches (IOTLB, paging-structure caches) over numpy arrays.
+"""Set-associative caches (IOTLB, walk caches) over numpy arrays.
 
 A cache is (tag[sets, ways], stamp[sets, ways]): tag -1 is an invalid way;
-stamp orders ways by last use. A fill takes the lowest invalid way, else the
-least recently used one. Set index: low bits of the page number.
+stamp orders ways by last use (LRU) or by fill (round-robin). A fill takes the
+lowest invalid way, else the victim of the replacement policy: least recently
+used, oldest fill, or a seeded random way. Set index: low bits of the page
+number.
 """
 
 import numpy as np
 from numba import njit
 
 from harness.core import layout as L
+from harness.core.pages import splitmix64
 
 
 @njit(cache=True, inline="always")
-def lookup(tag, stamp, s, t, G):
-    """Way holding tag t in set s (stamped as most recently used), or -1."""
+def lookup(tag, stamp, s, t, G, policy):
+    """Way holding tag t in set s, or -1; LRU stamps the way as most recent."""
     for w in range(tag.shape[1]):
         if tag[s, w] == t:
-            G[L.G_CLOCK] += 1
-            stamp[s, w] = G[L.G_CLOCK]
+            if policy == L.POLICY_LRU:
+                G[L.G_CLOCK] += 1
+                stamp[s, w] = G[L.G_CLOCK]
             return w
     return -1
 
 
 @njit(cache=True, inline="always")
-def fill(tag, stamp, s, t, G):
+def fill(tag, stamp, s, t, G, policy):
     """Insert tag t into set s; returns (way, evicted tag or -1)."""
-    victim = 0
+    ways = tag.shape[1]
+    victim = -1
     oldest = np.int64(1) << 62
-    for w in range(tag.shape[1]):
+    for w in range(ways):
         if tag[s, w] == -1:
             victim = w
             break
         if stamp[s, w] < oldest:
             oldest = stamp[s, w]
             victim = w
+    if policy == L.POLICY_RANDOM and tag[s, victim] != -1:
+        victim = np.int64(splitmix64(G, L.G_CACHE_RNG) % np.uint64(ways))
     evicted = tag[s, victim]
     tag[s, victim] = t
     G[L.G_CLOCK] += 1

@@ -3,7 +3,8 @@
 Gather (include/linux/iommu.h, v6.12): iommu_iotlb_gather_add_page() syncs
 early when a page is disjoint from the gathered range or of another size;
 iommu_iotlb_sync() hands the range to the driver and resets the gather.
-Gather array g: start, end, pgsize, freelist pages, freelist charged pages.
+Gather array g: start, end, pgsize, freelist (tables, bytes, charged bytes);
+g[6:9] is the freelist of tables a map replaced (AMD), g[9] its flag.
 
 Flush queues (drivers/iommu/dma-iommu.c, v6.7+): per domain and CPU (or one
 per domain, the single queue for hypervisors that shadow tables) a ring of
@@ -23,9 +24,9 @@ from harness.core import iova
 from harness.core import layout as L
 from harness.core import pages
 from harness.core import timers
-from harness.vendors import vtd
+from harness.vendors import hw
 
-G_START, G_END, G_PGSIZE, G_FL, G_FL_CHARGED = 0, 1, 2, 3, 4
+G_START, G_END, G_PGSIZE, G_FL = 0, 1, 2, 3
 
 
 @njit(cache=True, inline="always")
@@ -33,27 +34,38 @@ def gather_init(g):
     g[G_START] = L.NEVER
     g[G_END] = 0
     g[G_PGSIZE] = 0
-    g[G_FL] = 0
-    g[G_FL_CHARGED] = 0
+    g[G_FL:G_FL + 3] = 0
 
 
 @njit(cache=True, inline="always")
 def iotlb_sync(S, d, g):
-    """iommu_iotlb_sync() -> intel_iommu_tlb_sync(): flush the range (IH when
-    the freelist is empty), then free the freelist."""
+    """iommu_iotlb_sync() -> the driver's iotlb_sync: flush the gathered range
+    (VT-d: IH when the freelist is empty), then free the freelist."""
     S.C[L.C_IOTLB_SYNCS] += 1
-    vtd.flush_range(S, d, g[G_START], g[G_END], g[G_FL] == 0)
-    pages.put_list(S, g[G_FL], g[G_FL_CHARGED])
+    hw.flush_range(S, d, g[G_START], g[G_END], g[G_PGSIZE], g[G_FL] != 0)
+    pages.put_list(S, g[G_FL:G_FL + 3])
     gather_init(g)
 
 
 @njit(cache=True, inline="always")
-def gather_add_page(S, d, g, iova_, size):
+def gather_add_page(S, d, g, iova_, size, pgsize):
+    """The driver's gather step for an unmapped chunk. VT-d and Arm:
+    iommu_iotlb_gather_add_page() (sync first when the chunk is disjoint or of
+    another page size: VT-d passes the chunk, io-pgtable-arm each page); AMD
+    (amd_iommu_iotlb_gather_add_page) syncs first only for a disjoint chunk
+    under NpCache; s390 only widens the range (iommu_iotlb_gather_add_range)."""
     end = iova_ + size - 1
+    fam = S.P[L.P_FAMILY]
     disjoint = g[G_END] != 0 and (end + 1 < g[G_START] or iova_ > g[G_END] + 1)
-    if (g[G_PGSIZE] and g[G_PGSIZE] != size) or disjoint:
-        iotlb_sync(S, d, g)
-    g[G_PGSIZE] = size
+    if fam == L.FAMILY_AMDVI or fam == L.FAMILY_S390:
+        if disjoint and fam == L.FAMILY_AMDVI and S.P[L.P_VIRT]:
+            iotlb_sync(S, d, g)
+    else:
+        if fam == L.FAMILY_VTD:
+            pgsize = size
+        if (g[G_PGSIZE] and g[G_PGSIZE] != pgsize) or disjoint:
+            iotlb_sync(S, d, g)
+        g[G_PGSIZE] = pgsize
     g[G_START] = min(g[G_START], iova_)
     g[G_END] = max(g[G_END], end)
 
@@ -63,7 +75,7 @@ def fq_flush_iotlb(S, d):
     """fq_flush_iotlb(): flush_iotlb_all between the start and finish counts;
     ends the stale window of every page unmapped in this domain so far."""
     S.D[d, L.D_FQ_START] += 1
-    vtd.flush_all(S, d)
+    hw.flush_all(S, d)
     S.D[d, L.D_FQ_FINISH] += 1
     S.C[L.C_STALE_PAGE_NS] += S.G[L.G_NOW] * S.D[d, L.D_PEND_PAGES] - S.D[d, L.D_PEND_PAGETS]
     S.D[d, L.D_PEND_PAGES] = 0
@@ -82,7 +94,7 @@ def fq_ring_free(S, d, qcpu, cpu):
             break
         if e[L.FQ_NODE] != -1:
             iova.free_iova_fast(S, d, cpu, e[L.FQ_NODE], e[L.FQ_PAGES])
-        pages.put_list(S, e[L.FQ_PT], e[L.FQ_PT_CHARGED])
+        pages.put_list(S, e[L.FQ_PT:L.FQ_PT + 3])
         head = (head + 1) % size
     S.fqh[d, qcpu, 0] = head
 
@@ -103,8 +115,7 @@ def queue_iova(S, d, cpu, node, npages, g):
     e[L.FQ_NODE] = node
     e[L.FQ_PAGES] = npages
     e[L.FQ_COUNTER] = S.D[d, L.D_FQ_START]
-    e[L.FQ_PT] = g[G_FL]
-    e[L.FQ_PT_CHARGED] = g[G_FL_CHARGED]
+    e[L.FQ_PT:L.FQ_PT + 3] = g[G_FL:G_FL + 3]
     S.fqh[d, q, 1] = (tail + 1) % size
     S.C[L.C_FQ_QUEUED] += 1
     if S.D[d, L.D_FQ_TIMER] == L.NEVER:

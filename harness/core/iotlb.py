@@ -1,13 +1,16 @@
-"""IOTLB and paging-structure caches of the IOMMU hardware.
+"""IOTLB and walk (paging-structure) caches of the IOMMU hardware.
 
-IOTLB entries are tagged by domain id and page size (VT-d spec 6.2.2: IOTLB
-entries are tagged with the domain-id; 6.2.3: superpage entries map 2M/1G).
-Tag: vpn << 18 | domain << 2 | (level - 1), where vpn is the IOVA page number
-at the entry's page size; the set index is the low bits of that vpn.
+IOTLB entries are tagged by domain and page size (VT-d spec 6.2.2/6.2.3;
+AMD IOMMU spec 2.2.6: a TLB entry covers the page size its PTE encodes, any
+power of two; SMMUv3 spec 3.8: entries are tagged by ASID/VMID and cache
+whole blocks). Tag: vpn << 22 | domain << 6 | order, where order is log2 of
+the page in 4 KiB units and vpn the page number at that size; the set index
+is the low bits of vpn. Lookups probe the orders the IOTLB currently holds,
+smallest first (G_IOTLB_ORDERS).
 
-Paging-structure caches (VT-d spec 6.2.4) hold non-leaf entries per level:
-level 2 (PDE), 3 (PDPE), 4 (PML4E), 5 (PML5E). Tag: key << 16 | domain, key =
-IOVA >> the entry's span shift.
+Walk caches hold non-leaf entries per level (VT-d spec 6.2.4 PDE/PDPE/PML4E/
+PML5E caches; AMD PDE cache; SMMUv3 walk cache). Tag: key << 16 | domain, key
+= the 4 KiB page number >> the level's entry span.
 
 A lookup that hits an entry whose PTE has been cleared (marked stale at
 unmap while its invalidation is deferred) is a stale hit.
@@ -15,62 +18,66 @@ unmap while its invalidation is deferred) is a stale hit.
 
 from numba import njit
 
-from harness.core import cache
+from harness.core import bits, cache
 from harness.core import layout as L
 
 
 @njit(cache=True, inline="always")
-def span_shift(level):
-    """log2 bytes mapped by one entry at this level (level 1 = 4 KiB PTE)."""
-    return L.PAGE_SHIFT + 9 * (level - 1)
+def _tag(d, o, pfn):
+    return ((pfn >> o) << 22) | (d << 6) | o
 
 
 @njit(cache=True, inline="always")
-def _tlb_tag(d, level, va):
-    return ((va >> span_shift(level)) << 18) | (d << 2) | (level - 1)
-
-
-@njit(cache=True, inline="always")
-def lookup(S, d, va):
-    """Returns 0 miss, 1 hit, 2 stale hit. Probes 4K, then 2M, then 1G entries."""
+def lookup(S, d, pfn):
+    """Returns 0 miss, 1 hit, 2 stale hit for the 4 KiB page pfn."""
     sets = S.tlb_tag.shape[0]
-    for level in range(1, 4):
-        if level > 1 and S.G[L.G_IOTLB_LVL + level - 1] == 0:
-            continue
-        t = _tlb_tag(d, level, va)
-        s = (va >> span_shift(level)) & (sets - 1)
-        w = cache.lookup(S.tlb_tag, S.tlb_stamp, s, t, S.G)
+    orders = S.G[L.G_IOTLB_ORDERS]
+    while orders:
+        o = bits.ffs0(orders)
+        orders &= orders - 1
+        s = (pfn >> o) & (sets - 1)
+        w = cache.lookup(S.tlb_tag, S.tlb_stamp, s, _tag(d, o, pfn), S.G, S.P[L.P_IOTLB_POLICY])
         if w >= 0:
             return 2 if S.tlb_stale[s, w] else 1
     return 0
 
 
 @njit(cache=True, inline="always")
-def fill(S, d, va, level):
+def _count(S, o, delta):
+    n = S.G[L.G_IOTLB_CNT + o] + delta
+    S.G[L.G_IOTLB_CNT + o] = n
+    if n == 0:
+        S.G[L.G_IOTLB_ORDERS] &= ~(1 << o)
+    else:
+        S.G[L.G_IOTLB_ORDERS] |= 1 << o
+
+
+@njit(cache=True, inline="always")
+def fill(S, d, pfn, o):
+    """Cache the translation of pfn's page of order o."""
     sets = S.tlb_tag.shape[0]
-    s = (va >> span_shift(level)) & (sets - 1)
-    w, evicted = cache.fill(S.tlb_tag, S.tlb_stamp, s, _tlb_tag(d, level, va), S.G)
+    s = (pfn >> o) & (sets - 1)
+    w, evicted = cache.fill(S.tlb_tag, S.tlb_stamp, s, _tag(d, o, pfn), S.G, S.P[L.P_IOTLB_POLICY])
     if evicted != -1:
-        S.G[L.G_IOTLB_LVL + (evicted & 3)] -= 1
-    S.G[L.G_IOTLB_LVL + level - 1] += 1
+        _count(S, evicted & 63, -1)
+    _count(S, o, 1)
     S.tlb_stale[s, w] = 0
 
 
 @njit(cache=True, inline="always")
 def _overlaps(t, d, pfn, npages):
-    level = (t & 3) + 1
-    if t == -1 or ((t >> 2) & 0xFFFF) != d:
+    if t == -1 or ((t >> 6) & 0xFFFF) != d:
         return False
-    lo = (t >> 18) << (9 * (level - 1))
-    hi = lo + (1 << (9 * (level - 1)))
-    return lo < pfn + npages and pfn < hi
+    o = t & 63
+    lo = (t >> 22) << o
+    return lo < pfn + npages and pfn < lo + (1 << o)
 
 
 @njit(cache=True, inline="always")
 def _visit(S, s, w, action):
     """action 0: invalidate the way; 1: mark it stale."""
     if action == 0:
-        S.G[L.G_IOTLB_LVL + (S.tlb_tag[s, w] & 3)] -= 1
+        _count(S, S.tlb_tag[s, w] & 63, -1)
         S.tlb_tag[s, w] = -1
     else:
         S.tlb_stale[s, w] = 1
@@ -88,15 +95,13 @@ def range_apply(S, d, pfn, npages, action):
                 if _overlaps(S.tlb_tag[s, w], d, pfn, npages):
                     _visit(S, s, w, action)
         return
-    for level in range(1, 4):
-        if S.G[L.G_IOTLB_LVL + level - 1] == 0:
-            continue
-        sh = 9 * (level - 1)
-        first = pfn >> sh
-        last = (pfn + npages - 1) >> sh
-        for vpn in range(first, last + 1):
+    orders = S.G[L.G_IOTLB_ORDERS]
+    while orders:
+        o = bits.ffs0(orders)
+        orders &= orders - 1
+        for vpn in range(pfn >> o, ((pfn + npages - 1) >> o) + 1):
             s = vpn & (sets - 1)
-            t = (vpn << 18) | (d << 2) | (level - 1)
+            t = (vpn << 22) | (d << 6) | o
             for w in range(ways):
                 if S.tlb_tag[s, w] == t:
                     _visit(S, s, w, action)
@@ -108,7 +113,7 @@ def invalidate_domain(S, d):
     for s in range(sets):
         for w in range(ways):
             t = S.tlb_tag[s, w]
-            if t != -1 and ((t >> 2) & 0xFFFF) == d:
+            if t != -1 and ((t >> 6) & 0xFFFF) == d:
                 _visit(S, s, w, 0)
     for i in range(len(S.psc_tag)):
         tag = S.psc_tag[i]
@@ -120,10 +125,9 @@ def invalidate_domain(S, d):
 
 @njit(cache=True)
 def psc_invalidate_range(S, d, pfn, npages):
-    """Drop domain d's paging-structure entries whose span overlaps the range."""
+    """Drop domain d's walk-cache entries whose span overlaps the range."""
     for i in range(len(S.psc_tag)):
-        level = i + 2
-        sh = 9 * (level - 1)
+        sh = S.P[L.P_LVL_PSHIFT + i + 2]
         tag = S.psc_tag[i]
         for s in range(tag.shape[0]):
             for w in range(tag.shape[1]):
@@ -135,17 +139,18 @@ def psc_invalidate_range(S, d, pfn, npages):
 
 
 @njit(cache=True, inline="always")
-def psc_lookup(S, d, level, va):
+def psc_lookup(S, d, level, pfn):
     tag = S.psc_tag[level - 2]
-    key = va >> span_shift(level)
+    key = pfn >> S.P[L.P_LVL_PSHIFT + level]
     return cache.lookup(tag, S.psc_stamp[level - 2], key & (tag.shape[0] - 1),
-                        (key << 16) | d, S.G) >= 0
+                        (key << 16) | d, S.G, S.P[L.P_PSC_POLICY]) >= 0
 
 
 @njit(cache=True, inline="always")
-def psc_fill(S, d, level, va):
+def psc_fill(S, d, level, pfn):
     tag = S.psc_tag[level - 2]
     if tag.shape[1] == 0:
         return
-    key = va >> span_shift(level)
-    cache.fill(tag, S.psc_stamp[level - 2], key & (tag.shape[0] - 1), (key << 16) | d, S.G)
+    key = pfn >> S.P[L.P_LVL_PSHIFT + level]
+    cache.fill(tag, S.psc_stamp[level - 2], key & (tag.shape[0] - 1), (key << 16) | d, S.G,
+               S.P[L.P_PSC_POLICY])

@@ -22,7 +22,6 @@ from harness.core import layout as L
 from harness.core import timers
 
 LO, HI, PREV, NEXT = 0, 1, 2, 3
-DMA_32BIT_PFN = 1 << (32 - 12)
 
 
 @njit(cache=True)
@@ -44,7 +43,7 @@ def init_domain(S, d):
     S.D[d, L.D_ANCHOR] = a
     S.D[d, L.D_CACHED] = a
     S.D[d, L.D_CACHED32] = a
-    S.D[d, L.D_MAX32] = DMA_32BIT_PFN
+    S.D[d, L.D_MAX32] = S.P[L.P_DMA32_PFN]
     S.D[d, L.D_PCI32] = S.P[L.P_PCI32]
     for k in range(L.IOVA_RANGE_CACHE_MAX_SIZE):
         S.D[d, L.D_DEPOT + k] = -1
@@ -77,7 +76,7 @@ def _find_limit(S, d, limit_pfn):
     node with pfn_lo >= limit_pfn (the tree search's answer whenever no node
     straddles the limit; with one, the kernel's answer depends on tree shape)."""
     n = S.D[d, L.D_ANCHOR]
-    if limit_pfn > DMA_32BIT_PFN:
+    if limit_pfn > S.P[L.P_DMA32_PFN]:
         return n
     while S.nodes[n, PREV] != -1 and S.nodes[S.nodes[n, PREV], LO] >= limit_pfn:
         n = S.nodes[n, PREV]
@@ -93,9 +92,9 @@ def alloc_iova(S, d, size, limit_pfn):
     align_mask = -1 << bits.fls_long(size - 1)
     high_pfn = limit_pfn
     low_pfn = 1  # start_pfn: dma-iommu never hands out IOVA 0
-    if limit_pfn <= DMA_32BIT_PFN and size >= S.D[d, L.D_MAX32]:
+    if limit_pfn <= S.P[L.P_DMA32_PFN] and size >= S.D[d, L.D_MAX32]:
         return -1
-    curr = S.D[d, L.D_CACHED32] if limit_pfn <= DMA_32BIT_PFN else S.D[d, L.D_CACHED]
+    curr = S.D[d, L.D_CACHED32] if limit_pfn <= S.P[L.P_DMA32_PFN] else S.D[d, L.D_CACHED]
     retry_pfn = nodes[curr, HI]
     while True:
         while True:
@@ -122,7 +121,7 @@ def alloc_iova(S, d, size, limit_pfn):
     if nodes[prev, PREV] != -1:
         nodes[nodes[prev, PREV], NEXT] = n
     nodes[prev, PREV] = n
-    if nodes[n, HI] < DMA_32BIT_PFN:
+    if nodes[n, HI] < S.P[L.P_DMA32_PFN]:
         S.D[d, L.D_CACHED32] = n
     else:
         S.D[d, L.D_CACHED] = n
@@ -135,10 +134,10 @@ def free_iova(S, d, n):
     nodes = S.nodes
     nxt = nodes[n, NEXT]
     c32 = S.D[d, L.D_CACHED32]
-    if n == c32 or (nodes[n, HI] < DMA_32BIT_PFN and nodes[n, LO] >= nodes[c32, LO]):
+    if n == c32 or (nodes[n, HI] < S.P[L.P_DMA32_PFN] and nodes[n, LO] >= nodes[c32, LO]):
         S.D[d, L.D_CACHED32] = nxt
-    if nodes[n, LO] < DMA_32BIT_PFN:
-        S.D[d, L.D_MAX32] = DMA_32BIT_PFN
+    if nodes[n, LO] < S.P[L.P_DMA32_PFN]:
+        S.D[d, L.D_MAX32] = S.P[L.P_DMA32_PFN]
     if nodes[n, LO] >= nodes[S.D[d, L.D_CACHED], LO]:
         S.D[d, L.D_CACHED] = nxt
     prv = nodes[n, PREV]
@@ -291,8 +290,8 @@ def dma_alloc_iova(S, d, cpu, pages):
     if pages < (1 << (L.IOVA_RANGE_CACHE_MAX_SIZE - 1)):
         pages = 1 << bits.order_base_2(pages)
     limit = S.P[L.P_DMA_LIMIT_PFN]
-    if limit > DMA_32BIT_PFN - 1 and S.D[d, L.D_PCI32]:
-        n = alloc_iova_fast(S, d, cpu, pages, DMA_32BIT_PFN - 1, False)
+    if limit > S.P[L.P_DMA32_PFN] - 1 and S.D[d, L.D_PCI32]:
+        n = alloc_iova_fast(S, d, cpu, pages, S.P[L.P_DMA32_PFN] - 1, False)
         if n != -1:
             S.C[L.C_IOVA_ALLOCS] += 1
             return n

@@ -13,7 +13,7 @@ from numba import njit
 from harness.core import checks, flush, iotlb, iova, pagetable, pages, timers
 from harness.core import layout as L
 from harness.core.borrow import borrow, borrowed
-from harness.vendors import vtd
+from harness.vendors import hw
 from harness.trace import schema as ts
 
 FLAG_ATOMIC = ts.FLAG_ATOMIC
@@ -61,13 +61,14 @@ def _init_domain(S, d):
         gfp, charge = L.GFP_KERNEL_ACCOUNT, 1
     else:
         gfp, charge = L.GFP_KERNEL, 0
-    S.D[d, L.D_ROOT] = pages.alloc(S, gfp, charge)
+    S.D[d, L.D_ROOT] = pages.alloc(S, gfp, charge, S.P[L.P_LEVELS])
     iova.init_domain(S, d)
     for r in range(S.resv.shape[0]):
+        gs = S.P[L.P_GRANULE_SHIFT]
         iova.reserve(S, d, S.resv[r, 0], S.resv[r, 1])
         if S.resv[r, 2]:
-            lo = S.resv[r, 0] << 12
-            pagetable.iommu_map(S, d, lo, lo, ((S.resv[r, 1] + 1) << 12) - lo,
+            lo = S.resv[r, 0] << gs
+            pagetable.iommu_map(S, d, lo, lo, ((S.resv[r, 1] + 1) << gs) - lo,
                                 L.GFP_ATOMIC if S.P[L.P_GFP_IGNORED] else L.GFP_KERNEL, 0)
 
 
@@ -109,7 +110,7 @@ def _map_mirrors(S, d, cpu, h, base, paddr, length, gfp, charge):
         if done >= 0:
             _map_failed(S, d, cpu, h, base, length, k, done)
             return False
-        vtd.iotlb_sync_map(S, d + k, base, length)
+        hw.iotlb_sync_map(S, d + k, base, length)
     return True
 
 
@@ -135,6 +136,8 @@ def _map(S, d, cpu, h, iova_rec, paddr, size, flags):
     H[h, L.H_API] = 1 if flags & FLAG_IOMMU_API else 0
     H[h, L.H_STATE] = L.HS_FAILED
     H[h, L.H_DMA] = 0
+    gs = S.P[L.P_GRANULE_SHIFT]
+    gmask = (1 << gs) - 1
     if flags & FLAG_IOMMU_API:
         off = 0
         length = size
@@ -143,21 +146,21 @@ def _map(S, d, cpu, h, iova_rec, paddr, size, flags):
             S.C[L.C_GFP_FORBIDDEN] += 1
             S.C[L.C_MAP_REJECTED] += 1
             return L.ST_DONE
-        if (iova_rec | paddr | size) & 4095:  # __iommu_map(): -EINVAL
+        if (iova_rec | paddr | size) & (gmask):  # __iommu_map(): -EINVAL
             S.C[L.C_MAP_REJECTED] += 1
             return L.ST_DONE
     else:
-        off = paddr & 4095
-        length = (size + off + 4095) & ~4095
+        off = paddr & gmask  # iova_offset()
+        length = (size + off + gmask) & ~gmask  # iova_align()
         if iova_rec == 0:
-            n = iova.dma_alloc_iova(S, d, cpu, length >> 12)
+            n = iova.dma_alloc_iova(S, d, cpu, length >> gs)
             if n == -1:
                 return L.ST_DONE
-            base = S.nodes[n, iova.LO] << 12
+            base = S.nodes[n, iova.LO] << gs
             H[h, L.H_NODE] = n
-            H[h, L.H_PAGES] = length >> 12
+            H[h, L.H_PAGES] = length >> gs
         else:
-            if (iova_rec & 4095) != off:
+            if (iova_rec & gmask) != off:
                 S.C[L.C_MAP_REJECTED] += 1
                 return L.ST_DONE
             base = iova_rec - off
@@ -171,7 +174,7 @@ def _map(S, d, cpu, h, iova_rec, paddr, size, flags):
     if not ok:
         _map_failed(S, d, cpu, h, base, length, 0, done)
     else:
-        vtd.iotlb_sync_map(S, d, base, length)
+        hw.iotlb_sync_map(S, d, base, length)
         if flags & FLAG_IOMMU_API and S.P[L.P_HW_DOMAINS] > 1:
             ok = _map_mirrors(S, d, cpu, h, base, paddr - off, length, gfp, charge)
     if flags & FLAG_IOMMU_API and flags & FLAG_ATOMIC and flags & ts.FLAG_GFP_BLOCKING:
@@ -189,14 +192,14 @@ def _map(S, d, cpu, h, iova_rec, paddr, size, flags):
 def _unmap_range(S, d, base, length, queued, g):
     """__iommu_unmap(): clear [base, base + length) chunk by chunk, gathering
     the range unless queued; returns the end (unmaps may widen to a superpage)."""
-    fl = g[flush.G_FL:flush.G_FL + 2]
+    fl = g[flush.G_FL:flush.G_FL + 3]
     bitmap = S.P[L.P_PGSIZE_BITMAP]
     it = base
     while it - base < length:
         pgsize, count = pagetable.iommu_pgsize(bitmap, it, it, length - (it - base))
-        got = pagetable.intel_unmap(S, d, it, pgsize * count, fl)
+        got = pagetable.unmap_pages(S, d, it, pgsize * count, fl)
         if not queued:
-            flush.gather_add_page(S, d, g, it, got)
+            flush.gather_add_page(S, d, g, it, got, pgsize)
         it += got
     return it
 
@@ -267,16 +270,18 @@ def _unmap(S, d, cpu, h, size):
 
 
 @njit(cache=True, inline="always")
-def _translate(S, d, va):
+def _translate(S, d, pfn):
+    """One translation of the 4 KiB page pfn: IOTLB, then walk caches from the
+    lowest level up, then the page walk from where they left off."""
     S.C[L.C_LOOKUPS] += 1
-    r = iotlb.lookup(S, d, va)
+    r = iotlb.lookup(S, d, pfn)
     if r:
         S.C[L.C_IOTLB_HITS] += 1
         if r == 2:
             S.C[L.C_STALE_HITS] += 1
         return
     S.C[L.C_IOTLB_MISSES] += 1
-    if va >> 12 > S.P[L.P_APERTURE_PFN]:  # beyond the address width: fault, no walk
+    if pfn > S.P[L.P_APERTURE_PFN]:  # beyond the address width: fault, no walk
         S.C[L.C_FAULTS] += 1
         return
     levels = S.P[L.P_LEVELS]
@@ -284,19 +289,19 @@ def _translate(S, d, va):
     for level in range(2, levels + 1):
         if S.P[L.P_PSC_WAYS + level] == 0:
             continue
-        if iotlb.psc_lookup(S, d, level, va):
+        if iotlb.psc_lookup(S, d, level, pfn):
             S.C[L.C_PSC_L2_HITS + 2 * (level - 2)] += 1
             start = level
             break
         S.C[L.C_PSC_L2_MISSES + 2 * (level - 2)] += 1
-    stop, leaf = pagetable.walk(S, d, va)
+    stop, leaf = pagetable.walk(S, d, pfn)
     S.C[L.C_WALK_READS] += max(1, start - stop)
     for level in range(stop + 1, start):
-        iotlb.psc_fill(S, d, level, va)
+        iotlb.psc_fill(S, d, level, pfn)
     if leaf == 0:
         S.C[L.C_FAULTS] += 1
     else:
-        iotlb.fill(S, d, va, leaf)
+        iotlb.fill(S, d, pfn, leaf - 1)
 
 
 @njit(cache=True, inline="always")
@@ -312,8 +317,9 @@ def _access(S, d, h, iova_abs, offset, size):
         addr = S.H[h, L.H_DMA] + offset
     else:
         addr = iova_abs
-    for pfn in range(addr >> 12, ((addr + size - 1) >> 12) + 1):
-        _translate(S, d, pfn << 12)
+    gs = S.P[L.P_GRANULE_SHIFT]
+    for page in range(addr >> gs, ((addr + size - 1) >> gs) + 1):
+        _translate(S, d, page << (gs - 12))
     return L.ST_DONE
 
 
@@ -322,7 +328,7 @@ def _tables_needed(S, length):
     """Upper bound on tables one map (and its superpage switches) allocates."""
     n = 1
     for level in range(2, S.P[L.P_LEVELS] + 1):
-        n += (length >> (12 + 9 * (level - 1))) + 2
+        n += (length >> (12 + S.P[L.P_LVL_PSHIFT + level])) + 2
     return n
 
 
@@ -352,7 +358,7 @@ def run_batch(S0, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flag
         if handle[i] != NO_HANDLE and handle[i] >= S.H.shape[0]:
             return L.ST_GROW_HANDLES, i
         o = op[i]
-        need = _tables_needed(S, size[i] + 4096) if o == OP_MAP else 1
+        need = _tables_needed(S, size[i] + (1 << S.P[L.P_GRANULE_SHIFT])) if o == OP_MAP else 1
         if S.D[d, L.D_READY] == 0:
             need += S.P[L.P_INIT_TABLES] * S.P[L.P_HW_DOMAINS]
         if o == OP_MAP:

@@ -10,34 +10,62 @@ from harness.metrics import COUNTER_INDEX
 globals().update({f"C_{name.upper()}": idx for name, idx in COUNTER_INDEX.items()})
 
 # Model/run parameters (int64 vector P).
-P_LEVELS = 0           # page-table levels
-P_PGSIZE_BITMAP = 1    # domain->pgsize_bitmap
-P_IOTLB_SETS = 2
-P_IOTLB_WAYS = 3
-P_MAMV = 4             # VT-d CAP.MAMV: largest PSI address mask
-P_APERTURE_PFN = 5     # last IOVA page the domain translates (address width)
-P_FQ_SIZE = 6          # slots per flush queue
-P_FQ_TIMEOUT = 7       # ns
-P_MAG_SIZE = 8         # IOVA_MAG_SIZE
-P_DEPOT_DELAY = 9      # ns
-P_PCI32 = 10           # try the 32-bit IOVA window first (PCI SAC trick)
-P_DMA_LIMIT_PFN = 11   # min(dma mask, aperture end) >> 12
-P_FLUSH = 12           # effective flush mode: FLUSH_*
-P_GFP = 13             # GFP_POLICY_*
-P_NCPU = 14            # num_online_cpus
-P_MAG_MARGIN = 15      # free magazines the kernel keeps in reserve before an event
-P_PSC_SETS = 16        # + level (2..5)
-P_PSC_WAYS = 22        # + level (2..5)
-P_CM = 28              # VT-d caching mode (a virtual IOMMU): updates trap to the host
-P_FIRST_STAGE = 29     # first-stage (x86 format) tables, PASID-based invalidation
-P_GFP_IGNORED = 30     # driver ignores the gfp argument: GFP_ATOMIC, never charged
-P_MEMCG_LIMIT = 31     # bytes of page tables the memory cgroup may be charged; 0: none
-P_INIT_TABLES = 32     # tables a new domain may allocate (root, RESV_DIRECT maps)
-P_HW_DOMAINS = 33      # hardware domains mirroring a device's IOAS (iommufd)
-P_MEM_FREE = 34        # free memory (bytes) before any page table; 0: no memory pressure
-P_MEM_ATOMIC_FLOOR = 35  # bytes GFP_ATOMIC may not dip below: 3/8 of the min watermark
-P_MEM_JITTER = 36      # free memory seen by an allocation drops by up to this much
-NUM_PARAMS = 37
+P_FAMILY = 0           # FAMILY_*: the vendor dispatch of invalidation and sync_map
+P_LEVELS = 1           # page-table levels
+P_PGSIZE_BITMAP = 2    # domain->pgsize_bitmap
+P_GRANULE_SHIFT = 3    # log2 of the smallest page size: the IOVA and translation granule
+P_APERTURE_PFN = 4     # last 4 KiB IOVA page the domain translates (address width)
+P_IOTLB_SETS = 5
+P_IOTLB_WAYS = 6
+P_IOTLB_POLICY = 7     # POLICY_*: IOTLB replacement
+P_FQ_SIZE = 8          # slots per flush queue
+P_FQ_TIMEOUT = 9       # ns
+P_MAG_SIZE = 10        # IOVA_MAG_SIZE
+P_DEPOT_DELAY = 11     # ns
+P_PCI32 = 12           # try the 32-bit IOVA window first (PCI SAC trick)
+P_DMA_LIMIT_PFN = 13   # min(dma mask, aperture end) in granule pages
+P_DMA32_PFN = 14       # iovad->dma_32bit_pfn: 4 GiB in granule pages
+P_FLUSH = 15           # effective flush mode: FLUSH_*
+P_GFP = 16             # GFP_POLICY_*
+P_NCPU = 17            # num_online_cpus
+P_MAG_MARGIN = 18      # free magazines the kernel keeps in reserve before an event
+P_GFP_IGNORED = 19     # driver ignores the gfp argument: GFP_ATOMIC, never charged
+P_MEMCG_LIMIT = 20     # bytes of page tables the memory cgroup may be charged; 0: none
+P_INIT_TABLES = 21     # tables a new domain may allocate (root, RESV_DIRECT maps)
+P_HW_DOMAINS = 22      # hardware domains mirroring a device's IOAS (iommufd)
+P_MEM_FREE = 23        # free memory (bytes) before any page table; 0: no memory pressure
+P_MEM_ATOMIC_FLOOR = 24  # bytes GFP_ATOMIC may not dip below: 3/8 of the min watermark
+P_MEM_JITTER = 25      # free memory seen by an allocation drops by up to this much
+P_PT_UNMAP = 26        # PT_UNMAP_*: what an unmap does with the tables it empties
+P_VIRT = 27            # virtualized IOMMU: VT-d caching mode, AMD NpCache, s390 shadowing
+P_FIRST_STAGE = 28     # first-stage tables (VT-d PASID-based invalidation)
+P_ATS = 29             # devices have ATS: device-TLB/ATC invalidations follow IOTLB ones
+P_MAX_RANGE = 30       # VT-d MAMV; SMMUv3 CMDQ_MAX_TLBI_OPS: beyond it, invalidate all
+P_CMD_BATCH = 31       # commands per submission before the sync/wait is appended
+P_RIL = 32             # SMMUv3 range invalidation; VT-d qi_batch (v6.12)
+P_PSC_POLICY = 33      # POLICY_* of the paging-structure (walk) caches
+P_LVL_PSHIFT = 34      # + level (1..6): log2 of the 4 KiB pages one entry spans
+P_LVL_ENTRIES = 41     # + level: entries of a table at that level
+P_LVL_BYTES = 48       # + level: bytes the allocator hands out for such a table
+P_PSC_SETS = 55        # + level (2..6)
+P_PSC_WAYS = 62        # + level (2..6)
+NUM_PARAMS = 69
+MAX_LEVELS = 6
+
+FAMILY_NONE = 0
+FAMILY_VTD = 1
+FAMILY_AMDVI = 2
+FAMILY_SMMUV3 = 3
+FAMILY_S390 = 4
+
+PT_UNMAP_KEEP = 0      # tables stay until the domain is freed (AMD, s390)
+PT_UNMAP_FREELIST = 1  # covered tables go on the gather freelist (VT-d)
+PT_UNMAP_WALK = 2      # covered tables freed after a walk-cache invalidation (io-pgtable-arm)
+
+POLICY_LRU = 0
+POLICY_FIFO = 1        # round-robin: ways replaced in fill order
+POLICY_RANDOM = 2      # seeded (G_CACHE_RNG)
+POLICIES = {"lru": POLICY_LRU, "round-robin": POLICY_FIFO, "random": POLICY_RANDOM}
 
 GFP_POLICY_ATOMIC = 0
 GFP_POLICY_KERNEL = 1
@@ -63,13 +91,16 @@ G_NEXT_TIMER = 2       # earliest armed timer deadline
 G_PT_FREE = 3          # free page-table slots on the stack
 G_NODE_FREE = 4        # free IOVA nodes on the stack
 G_MAG_FREE = 5         # free magazines on the stack
-G_PT_PENDING = 6       # page-table pages on a freelist awaiting invalidation
+G_PT_PENDING = 6       # page-table allocations on a freelist awaiting invalidation
+G_PT_BYTES = 7         # bytes of page-table allocations not freed
 G_CHARGED = 8          # bytes charged to the memory cgroup
-G_PT_LIVE = 9          # page-table pages allocated and not freed
-G_IOTLB_LVL = 10       # + level-1: live IOTLB entries per page size
+G_PT_LIVE = 9          # page-table allocations not freed
+G_IOTLB_ORDERS = 10    # bit o set: the IOTLB holds entries of 2^o 4 KiB pages
+G_CACHE_RNG = 11       # splitmix64 state of random replacement
 G_LAST_TS = 14         # timestamp of the last event processed
 G_RNG = 15             # splitmix64 state of the memory-pressure model
-NUM_GLOBALS = 16
+G_IOTLB_CNT = 16       # + o: live IOTLB entries of order o
+NUM_GLOBALS = 16 + 52
 
 NEVER = 1 << 62        # timer not armed; also the IOVA anchor pfn
 
@@ -113,9 +144,10 @@ HS_FAILED = 3          # the map returned an error
 FQ_NODE = 0
 FQ_PAGES = 1
 FQ_COUNTER = 2
-FQ_PT = 3              # freelist pages
-FQ_PT_CHARGED = 4
-NUM_FQ_FIELDS = 5
+FQ_PT = 3              # freelist: table allocations
+FQ_PT_BYTES = 4        # freelist: their bytes
+FQ_PT_CHARGED = 5      # freelist: bytes charged to the memory cgroup
+NUM_FQ_FIELDS = 6
 
 # run_batch status codes.
 ST_DONE = 0
@@ -128,5 +160,3 @@ ST_NEW_DEVICE = 6      # first event of a device: number it a domain and resume
 ST_GROW_HANDLES = 7    # handle beyond the handle table: grow it and resume
 ST_BAD = 16            # + index into checks.CHECKS
 
-PT_ENTRIES = 512
-PAGE_SHIFT = 12

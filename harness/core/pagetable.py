@@ -1,15 +1,26 @@
-"""I/O page tables: 512-entry tables of 8-byte entries, 4/2M/1G leaves.
+"""I/O page tables: radix trees whose geometry comes from the model.
 
-Follows drivers/iommu/intel/iommu.c (v6.12): pfn_to_dma_pte() allocates
-missing tables with the caller's gfp; __domain_mapping() writes PTEs and, for
-superpages, switch_to_super_page() frees tables already under the range (at
-once, then flushes the range with IH=0); intel_iommu_unmap() widens the size
-to a superpage and dma_pte_clear_level() clears PTEs, listing on the gather
-freelist only tables an unmap covers entirely. Page sizes per chunk come from
-iommu_pgsize() (drivers/iommu/iommu.c).
+Each level has an entry span (P_LVL_PSHIFT, in 4 KiB pages) and a table size
+(P_LVL_ENTRIES entries of 8 bytes; s390 page tables have 256, SMMUv3 64K-granule
+tables 8192). A page of size 2^k is a leaf at the highest level whose entry
+span does not exceed it, written into 2^k / span consecutive entries (AMD v1
+encodes sizes between levels with replicated PTEs, io_pgtable.c
+PAGE_SIZE_PTE_COUNT; every other format has count 1).
 
-Model encoding: pt[t, i] is 0 (not present), -1 (leaf), or the slot of the
-next-level table. Slot 0 is never used.
+Map and unmap follow drivers/iommu/intel/iommu.c (v6.12): pfn_to_dma_pte()
+allocates missing tables with the caller's gfp; __domain_mapping() writes PTEs
+and, for superpages, switch_to_super_page() removes tables already under the
+range; intel_iommu_unmap() widens the size to the leaf found and
+dma_pte_clear_level() clears PTEs. What an unmap does with a table it empties
+is the format's (P_PT_UNMAP): VT-d lists covered tables on the gather freelist;
+AMD (io_pgtable.c iommu_v1_unmap_pages) and s390 (s390-iommu.c
+s390_iommu_unmap_pages) only clear PTEs and keep tables until the domain dies;
+io-pgtable-arm (__arm_lpae_unmap) invalidates walk caches for the table's span
+(io_pgtable_tlb_flush_walk) and frees it at once. Page sizes per chunk come
+from iommu_pgsize() (drivers/iommu/iommu.c).
+
+Model encoding: pt[t, i] is 0 (not present), -(order + 1) for a leaf of 2^order
+4 KiB pages, or the slot of the next-level table. Slot 0 is never used.
 """
 
 from numba import njit
@@ -17,12 +28,27 @@ from numba import njit
 from harness.core import bits
 from harness.core import layout as L
 from harness.core import pages
-from harness.vendors import vtd
+from harness.vendors import hw
 
 
 @njit(cache=True, inline="always")
-def _idx(pfn, level):
-    return (pfn >> (9 * (level - 1))) & 511
+def _idx(S, pfn, level):
+    return (pfn >> S.P[L.P_LVL_PSHIFT + level]) & (S.P[L.P_LVL_ENTRIES + level] - 1)
+
+
+@njit(cache=True, inline="always")
+def span(S, level):
+    """4 KiB pages one entry at this level maps."""
+    return 1 << S.P[L.P_LVL_PSHIFT + level]
+
+
+@njit(cache=True, inline="always")
+def page_level(S, order):
+    """Level holding a leaf of 2^order 4 KiB pages."""
+    level = 1
+    while level < S.P[L.P_LEVELS] and S.P[L.P_LVL_PSHIFT + level + 1] <= order:
+        level += 1
+    return level
 
 
 @njit(cache=True, inline="always")
@@ -47,22 +73,23 @@ def iommu_pgsize(bitmap, iova, paddr, size):
 @njit(cache=True, inline="always")
 def _descend(S, d, pfn, target, gfp, charge):
     """pfn_to_dma_pte() with a target level: the table holding pfn's entry at
-    that level, allocating missing tables; -1 if a superpage is in the way,
-    -2 if an allocation fails (a charge over the memory-cgroup limit, or a
-    GFP_ATOMIC page under memory pressure)."""
+    that level, allocating missing tables; -1 if a leaf is in the way, -2 if
+    an allocation fails (a charge over the memory-cgroup limit, or a GFP_ATOMIC
+    table under memory pressure)."""
     t = S.D[d, L.D_ROOT]
     for level in range(S.P[L.P_LEVELS], target, -1):
-        i = _idx(pfn, level)
+        i = _idx(S, pfn, level)
         e = S.pt[t, i]
-        if e == -1:
+        if e < 0:
             return -1
         if e == 0:
-            if charge and S.P[L.P_MEMCG_LIMIT] and S.G[L.G_CHARGED] + 4096 > S.P[L.P_MEMCG_LIMIT]:
+            size = S.P[L.P_LVL_BYTES + level - 1]
+            if charge and S.P[L.P_MEMCG_LIMIT] and S.G[L.G_CHARGED] + size > S.P[L.P_MEMCG_LIMIT]:
                 return -2
-            if gfp == L.GFP_ATOMIC and S.P[L.P_MEM_FREE] and pages.atomic_fails(S):
+            if gfp == L.GFP_ATOMIC and S.P[L.P_MEM_FREE] and pages.atomic_fails(S, size):
                 S.C[L.C_GFP_ATOMIC_FAILURES] += 1
                 return -2
-            e = pages.alloc(S, gfp, charge)
+            e = pages.alloc(S, gfp, charge, level - 1)
             S.pt[t, i] = e
         t = e
     return t
@@ -71,7 +98,7 @@ def _descend(S, d, pfn, target, gfp, charge):
 @njit(cache=True)
 def _release_subtree(S, t, level, fl, defer, base):
     """Release table t (at level) and every table under it: onto freelist fl
-    (dma_pte_list_pagetables) or at once (iommu_free_page). Returns the count.
+    (dma_pte_list_pagetables) or at once (iommu_free_pages). Returns the count.
     A loop over frames in S.stack from row base: numba cannot reliably cache
     recursive functions."""
     st = S.stack
@@ -80,7 +107,7 @@ def _release_subtree(S, t, level, fl, defer, base):
     n = 0
     while sp > base:
         lv, tt, i = st[sp - 1, 0], st[sp - 1, 1], st[sp - 1, 2]
-        if lv == 1 or i == 512:
+        if lv == 1 or i == S.P[L.P_LVL_ENTRIES + lv]:
             sp -= 1
             n += 1
             if defer:
@@ -98,30 +125,48 @@ def _release_subtree(S, t, level, fl, defer, base):
 
 @njit(cache=True)
 def _switch_to_super_page(S, d, start_pfn, end_pfn, level):
-    lvl_pages = 1 << (9 * (level - 1))
+    """Remove what lies under a new superpage. VT-d switch_to_super_page():
+    free the tables at once, then flush [start, end] with IH=0. AMD
+    (io_pgtable.c alloc_pte -> free_clear_pte): tables onto the map freelist,
+    flushed once the map is done. io-pgtable-arm (arm_lpae_init_pte ->
+    __arm_lpae_unmap): walk invalidation of the entry's span, then free."""
+    fam = S.P[L.P_FAMILY]
+    lvl_pages = span(S, level)
     t = -1
     while start_pfn <= end_pfn:
         if t == -1:
             t = _descend(S, d, start_pfn, level, L.GFP_ATOMIC, 0)
             if t < 0:
                 return
-        i = _idx(start_pfn, level)
+        i = _idx(S, start_pfn, level)
         e = S.pt[t, i]
         if e != 0:
-            if e > 0:
-                S.C[L.C_SUPERPAGE_SWITCHES] += _release_subtree(S, e, level - 1, S.gather[3:5], False, 0)
+            if fam == L.FAMILY_AMDVI:
+                if e > 0:
+                    S.C[L.C_SUPERPAGE_SWITCHES] += _release_subtree(S, e, level - 1, S.gather[6:9], True, 0)
+                S.gather[9] = 1  # updated: flush the mapped range afterwards
+            elif fam == L.FAMILY_SMMUV3:
+                hw.flush_walk(S, d, start_pfn << 12, ((start_pfn + lvl_pages) << 12) - 1)
+                if e > 0:
+                    S.C[L.C_SUPERPAGE_SWITCHES] += _release_subtree(S, e, level - 1, S.gather[3:6], False, 0)
+            else:
+                if e > 0:
+                    S.C[L.C_SUPERPAGE_SWITCHES] += _release_subtree(S, e, level - 1, S.gather[3:6], False, 0)
+                hw.flush_range(S, d, start_pfn << 12, end_pfn << 12, 4096, False)
             S.pt[t, i] = 0
-            vtd.flush_range(S, d, start_pfn << 12, end_pfn << 12, 0)
         start_pfn += lvl_pages
-        if i == 511:
+        if i == S.P[L.P_LVL_ENTRIES + level] - 1:
             t = -1
 
 
 @njit(cache=True, inline="always")
-def _domain_mapping(S, d, pfn, nr, level, gfp, charge):
-    """__domain_mapping() for nr 4 KiB pages mapped with pages of `level`;
+def _domain_mapping(S, d, pfn, nr, order, gfp, charge):
+    """__domain_mapping() for nr 4 KiB pages mapped with pages of 2^order;
     returns False on -ENOMEM (PTEs already written stay, as in the kernel)."""
-    lvl_pages = 1 << (9 * (level - 1))
+    level = page_level(S, order)
+    lvl_pages = span(S, level)
+    leaf = -(order + 1)
+    last = S.P[L.P_LVL_ENTRIES + level] - 1
     t = -1
     while nr > 0:
         if t == -1:
@@ -134,17 +179,17 @@ def _domain_mapping(S, d, pfn, nr, level, gfp, charge):
                 nr -= lvl_pages
                 continue
             if level > 1:
-                # pages_to_remove: up to the end of this table page
-                left = (512 - _idx(pfn, level)) * lvl_pages
+                # pages_to_remove: up to the end of this table
+                left = (last + 1 - _idx(S, pfn, level)) * lvl_pages
                 _switch_to_super_page(S, d, pfn, pfn + min(nr, left) - 1, level)
-        i = _idx(pfn, level)
+        i = _idx(S, pfn, level)
         if S.pt[t, i] != 0:
             S.C[L.C_MAP_OVERLAPS] += lvl_pages
         else:
-            S.pt[t, i] = -1
+            S.pt[t, i] = leaf
         pfn += lvl_pages
         nr -= lvl_pages
-        if i == 511:
+        if i == last:
             t = -1
     return True
 
@@ -158,9 +203,11 @@ def iommu_map(S, d, iova, paddr, size, gfp, charge):
     done = 0
     while size:
         pgsize, count = iommu_pgsize(bitmap, iova, paddr, size)
-        level = 1 + (bits.ffs0(pgsize) - 12) // 9
         chunk = pgsize * count
-        if not _domain_mapping(S, d, iova >> 12, chunk >> 12, level, gfp, charge):
+        ok = _domain_mapping(S, d, iova >> 12, chunk >> 12, bits.ffs0(pgsize) - 12, gfp, charge)
+        if S.gather[9]:
+            _amd_map_flush(S, d, iova, chunk)
+        if not ok:
             return done
         iova += chunk
         paddr += chunk
@@ -169,64 +216,82 @@ def iommu_map(S, d, iova, paddr, size, gfp, charge):
     return -1
 
 
+@njit(cache=True)
+def _amd_map_flush(S, d, iova, size):
+    """iommu_v1_map_pages(): a map that replaced PTEs flushes its range, then
+    frees the replaced tables."""
+    S.gather[9] = 0
+    hw.flush_range(S, d, iova, iova + size - 1, 4096, False)
+    pages.put_list(S, S.gather[6:9])
+    S.gather[6:9] = 0
+
+
 @njit(cache=True, inline="always")
 def _clear_range(S, d, start_pfn, last_pfn, fl):
     """dma_pte_clear_level() from the root, as a loop over a frame stack
-    (level, table, pfn, index) visiting entries in the kernel's order."""
+    (level, table, pfn, index) visiting entries in the kernel's order; what
+    happens to a table the range covers is the format's (P_PT_UNMAP)."""
     top = S.P[L.P_LEVELS]
-    if last_pfn - start_pfn < 511 and start_pfn >> 9 == last_pfn >> 9:
-        # Within one leaf table and covering no whole entry above level 1: the
-        # walk below only clears level-1 PTEs (a superpage or hole clears nothing).
+    tspan = S.P[L.P_LVL_PSHIFT + 2]
+    if last_pfn - start_pfn < (1 << tspan) - 1 and start_pfn >> tspan == last_pfn >> tspan:
+        # Within one level-1 table and covering no whole entry above level 1:
+        # only level-1 PTEs are cleared (a superpage or hole clears nothing).
         t = S.D[d, L.D_ROOT]
         for level in range(top, 1, -1):
-            t = S.pt[t, _idx(start_pfn, level)]
+            t = S.pt[t, _idx(S, start_pfn, level)]
             if t <= 0:
                 return
-        S.pt[t, start_pfn & 511:(last_pfn & 511) + 1] = 0
+        S.pt[t, _idx(S, start_pfn, 1):_idx(S, last_pfn, 1) + 1] = 0
         return
+    policy = S.P[L.P_PT_UNMAP]
     st = S.stack
-    st[0, 0], st[0, 1], st[0, 2], st[0, 3] = top, S.D[d, L.D_ROOT], start_pfn, _idx(start_pfn, top)
+    st[0, 0], st[0, 1], st[0, 2], st[0, 3] = top, S.D[d, L.D_ROOT], start_pfn, _idx(S, start_pfn, top)
     sp = 1
     while sp:
         level, t, pfn, i = st[sp - 1, 0], st[sp - 1, 1], st[sp - 1, 2], st[sp - 1, 3]
-        if i == 512 or pfn > last_pfn:
+        if i == S.P[L.P_LVL_ENTRIES + level] or pfn > last_pfn:
             sp -= 1
             continue
-        span = 1 << (9 * (level - 1))
-        level_pfn = pfn & ~(span - 1)
-        st[sp - 1, 2] = level_pfn + span
+        span_ = span(S, level)
+        level_pfn = pfn & ~(span_ - 1)
+        st[sp - 1, 2] = level_pfn + span_
         st[sp - 1, 3] = i + 1
         e = S.pt[t, i]
         if e == 0:
             continue
-        if start_pfn <= level_pfn and last_pfn >= level_pfn + span - 1:
-            if level > 1 and e > 0:
-                _release_subtree(S, e, level - 1, fl, True, sp)
+        covered = start_pfn <= level_pfn and last_pfn >= level_pfn + span_ - 1
+        if covered and (e < 0 or policy != L.PT_UNMAP_KEEP):
+            if e > 0:
+                if policy == L.PT_UNMAP_WALK:
+                    hw.flush_walk(S, d, level_pfn << 12, ((level_pfn + span_) << 12) - 1)
+                _release_subtree(S, e, level - 1, fl, policy == L.PT_UNMAP_FREELIST, sp)
             S.pt[t, i] = 0
-        elif level > 1 and e > 0:
+        elif e > 0:
             child = max(start_pfn, level_pfn)
-            st[sp, 0], st[sp, 1], st[sp, 2], st[sp, 3] = level - 1, e, child, _idx(child, level - 1)
+            st[sp, 0], st[sp, 1], st[sp, 2], st[sp, 3] = level - 1, e, child, _idx(S, child, level - 1)
             sp += 1
 
 
 @njit(cache=True, inline="always")
-def leaf_level(S, d, pfn):
-    """pfn_to_dma_pte() with target level 0: level where the walk stops (a leaf,
-    a superpage or a non-present entry)."""
+def leaf_span(S, d, pfn):
+    """pfn_to_dma_pte() with target level 0: 4 KiB pages of the entry where the
+    walk stops (a leaf's page, or the span of a non-present entry)."""
     t = S.D[d, L.D_ROOT]
     for level in range(S.P[L.P_LEVELS], 0, -1):
-        e = S.pt[t, _idx(pfn, level)]
-        if e <= 0:
-            return level
+        e = S.pt[t, _idx(S, pfn, level)]
+        if e < 0:
+            return 1 << (-e - 1)
+        if e == 0:
+            return span(S, level)
         t = e
     return 1
 
 
 @njit(cache=True, inline="always")
-def intel_unmap(S, d, iova, size, fl):
-    """intel_iommu_unmap(): returns the (possibly widened) size unmapped."""
-    level = leaf_level(S, d, iova >> 12)
-    lsize = 4096 << (9 * (level - 1))
+def unmap_pages(S, d, iova, size, fl):
+    """intel_iommu_unmap() (and iommu_v1_unmap_pages: a page is unmapped
+    whole): returns the (possibly widened) size unmapped."""
+    lsize = leaf_span(S, d, iova >> 12) << 12
     if size < lsize:
         size = lsize
     _clear_range(S, d, iova >> 12, (iova + size - 1) >> 12, fl)
@@ -234,15 +299,14 @@ def intel_unmap(S, d, iova, size, fl):
 
 
 @njit(cache=True, inline="always")
-def walk(S, d, va):
-    """Hardware page walk: (stop level, leaf level or 0 when not present)."""
+def walk(S, d, pfn):
+    """Hardware page walk: (stop level, leaf order + 1, or 0 when not present)."""
     t = S.D[d, L.D_ROOT]
-    pfn = va >> 12
     for level in range(S.P[L.P_LEVELS], 0, -1):
-        e = S.pt[t, _idx(pfn, level)]
+        e = S.pt[t, _idx(S, pfn, level)]
         if e == 0:
             return level, 0
-        if e == -1:
-            return level, level
+        if e < 0:
+            return level, -e
         t = e
     return 1, 0

@@ -41,13 +41,13 @@ def kernel_version(spec):
     return major, minor
 
 
-def _regions(p, key, direct):
+def _regions(p, key, direct, shift):
     out = []
     for r in p[key]:
         if not (isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r)
                 and 0 < r[0] <= r[1]):
             raise HarnessError(f"model parameter {key}: {r!r} is not [start, end] with 0 < start <= end")
-        out.append((r[0] >> 12, r[1] >> 12, direct))
+        out.append((r[0] >> shift, r[1] >> shift, direct))
     return out
 
 
@@ -60,7 +60,7 @@ def build_params(spec, flush, gfp, num_cpus):
     p = spec.params
     kernel = kernel_version(spec)
     P = np.zeros(L.NUM_PARAMS, np.int64)
-    aperture_end = spec.vendor.hardware_params(p, P)
+    aperture_end = spec.vendor.hardware_params(p, P, kernel)
     effective, why = spec.vendor.effective_flush(p, flush, kernel)
     fq_size, mag_size = p["fq.size"], p["iova.mag_size"]
     if fq_size < 2:
@@ -78,7 +78,9 @@ def build_params(spec, flush, gfp, num_cpus):
     bits = p["iova.dma_mask_bits"]
     if not 32 <= bits <= 64:
         raise HarnessError(f"model parameter iova.dma_mask_bits = {bits}: expected 32..64")
-    P[L.P_DMA_LIMIT_PFN] = min((1 << bits) - 1, aperture_end) >> 12
+    gs = P[L.P_GRANULE_SHIFT]
+    P[L.P_DMA_LIMIT_PFN] = min((1 << bits) - 1, aperture_end) >> gs
+    P[L.P_DMA32_PFN] = 1 << (32 - gs)
     P[L.P_APERTURE_PFN] = aperture_end >> 12
     P[L.P_FLUSH] = L.FLUSH_MODES[effective]
     P[L.P_GFP] = L.GFP_POLICIES[gfp]
@@ -93,13 +95,13 @@ def build_params(spec, flush, gfp, num_cpus):
     if not 1 <= P[L.P_HW_DOMAINS] <= 64:
         raise HarnessError(f"model parameter iommufd.hw_domains = {P[L.P_HW_DOMAINS]}: expected 1..64")
     P[L.P_NCPU] = num_cpus
-    resv = sorted(_regions(p, "iova.reserved", 0) + _regions(p, "iova.direct", 1))
+    resv = sorted(_regions(p, "iova.reserved", 0, gs) + _regions(p, "iova.direct", 1, gs))
     for a, b in zip(resv, resv[1:]):
         if b[0] <= a[1]:
             raise HarnessError(f"model parameters iova.reserved/iova.direct: regions at pfn "
                                f"{a[0]:#x} and {b[0]:#x} overlap")
     P[L.P_INIT_TABLES] = 2 * P[L.P_LEVELS] + sum(
-        4 * P[L.P_LEVELS] + ((hi - lo + 1) >> 9) for lo, hi, direct in resv if direct)
+        4 * P[L.P_LEVELS] + (hi - lo + 1) // P[L.P_LVL_ENTRIES + 1] for lo, hi, direct in resv if direct)
     return Params(P, resv, effective, why)
 
 
@@ -170,6 +172,7 @@ class Simulator:
         return {
             "pt_pages_live": int(pool_used + S.G[L.G_PT_PENDING]),
             "pt_pages_pending": int(S.G[L.G_PT_PENDING]),
+            "pt_bytes_live": int(S.G[L.G_PT_BYTES]),
             "memcg_charged_bytes": int(S.G[L.G_CHARGED]),
             "fq_pending_pages": int(S.D[:, L.D_PEND_PAGES].sum()),
         }

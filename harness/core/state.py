@@ -13,7 +13,7 @@ from harness.core import layout as L
 from harness.metrics import NUM_COUNTERS
 
 State = namedtuple("State", (
-    "P C G D H pt pt_charged pt_free nodes node_free mags mag_len mag_next mag_free "
+    "P C G D H pt pt_bytes pt_charged pt_free nodes node_free mags mag_len mag_next mag_free "
     "rc fq fqh gather stack resv tlb_tag tlb_stamp tlb_stale psc_tag psc_stamp"))
 
 
@@ -27,7 +27,7 @@ def new(P, ncpu, resv):
     sets, ways = P[L.P_IOTLB_SETS], P[L.P_IOTLB_WAYS]
     nq = 1 if P[L.P_FLUSH] == L.FLUSH_LAZY_SINGLE else ncpu
     psc_tag, psc_stamp = [], []
-    for level in range(2, 6):
+    for level in range(2, L.MAX_LEVELS + 1):
         shape = (P[L.P_PSC_SETS + level], P[L.P_PSC_WAYS + level])
         psc_tag.append(np.full(shape, -1, np.int64))
         psc_stamp.append(np.zeros(shape, np.int64))
@@ -41,8 +41,9 @@ def new(P, ncpu, resv):
         P=P, C=np.zeros(NUM_COUNTERS, np.int64), G=G,
         D=np.zeros((0, L.NUM_DOMAIN_FIELDS), np.int64),
         H=np.zeros((0, L.NUM_HANDLE_FIELDS), np.int64),
-        pt=np.zeros((pt_cap, L.PT_ENTRIES), np.int32),
-        pt_charged=np.zeros(pt_cap, np.int64), pt_free=_stack(pt_cap, 1),
+        pt=np.zeros((pt_cap, max(P[L.P_LVL_ENTRIES:L.P_LVL_ENTRIES + L.MAX_LEVELS + 1])), np.int32),
+        pt_bytes=np.zeros(pt_cap, np.int64), pt_charged=np.zeros(pt_cap, np.int64),
+        pt_free=_stack(pt_cap, 1),
         nodes=np.zeros((node_cap, 4), np.int64), node_free=_stack(node_cap),
         mags=np.zeros((mag_cap, P[L.P_MAG_SIZE]), np.int64),
         mag_len=np.zeros(mag_cap, np.int64), mag_next=np.full(mag_cap, -1, np.int64),
@@ -50,7 +51,7 @@ def new(P, ncpu, resv):
         rc=np.zeros((0, ncpu, L.IOVA_RANGE_CACHE_MAX_SIZE, 2), np.int64),
         fq=np.zeros((0, nq, P[L.P_FQ_SIZE], L.NUM_FQ_FIELDS), np.int64),
         fqh=np.zeros((0, nq, 2), np.int64),
-        gather=np.zeros(5, np.int64), stack=np.zeros((12, 4), np.int64),
+        gather=np.zeros(10, np.int64), stack=np.zeros((12, 4), np.int64),
         resv=np.asarray(resv, np.int64).reshape(-1, 3),
         tlb_tag=np.full((sets, ways), -1, np.int64), tlb_stamp=np.zeros((sets, ways), np.int64),
         tlb_stale=np.zeros((sets, ways), np.uint8),
@@ -104,8 +105,9 @@ def grow_pools(S):
     if not (low_pt or low_node or low_mag):
         low_pt = low_node = low_mag = True
     if low_pt:
-        (pt, ch), free = _grow_pool(S, [(S.pt, 0), (S.pt_charged, 0)], S.pt_free, L.G_PT_FREE)
-        S = S._replace(pt=pt, pt_charged=ch, pt_free=free)
+        (pt, nb, ch), free = _grow_pool(S, [(S.pt, 0), (S.pt_bytes, 0), (S.pt_charged, 0)],
+                                        S.pt_free, L.G_PT_FREE)
+        S = S._replace(pt=pt, pt_bytes=nb, pt_charged=ch, pt_free=free)
     if low_node:
         (nodes,), free = _grow_pool(S, [(S.nodes, 0)], S.node_free, L.G_NODE_FREE)
         S = S._replace(nodes=nodes, node_free=free)

@@ -1,14 +1,19 @@
-"""Intel VT-d: second-stage page tables and the invalidation queue.
+"""Intel VT-d: second- and first-stage page tables and the invalidation queue.
 
-Invalidation follows drivers/iommu/intel/cache.c (v6.12):
-cache_tag_flush_range() turns a range into one IOTLB descriptor, page-selective
-(PSI) with the address mask from calculate_psi_aligned_address(), or
-domain-selective (DSI) when the mask exceeds CAP.MAMV; cache_tag_flush_all()
-sends DSI. A domain here has one cache tag (one IOMMU, no device TLB), so a
-flush is one descriptor and one wait descriptor (qi_submit_sync); merging the
-descriptors of several tags into a qi_batch (v6.12) comes with multi-tag models.
-The invalidation hint IH is set when no page-table page was freed, so
-paging-structure caches survive a PSI (VT-d spec 6.5.2.3).
+Invalidation follows drivers/iommu/intel/cache.c (v6.12). A domain has an
+IOTLB cache tag and, for an ATS device, a device-TLB tag. cache_tag_flush_range()
+turns a range into one IOTLB descriptor per tag: first-stage domains a
+PASID-based IOTLB invalidation (qi_batch_add_piotlb, no MAMV limit),
+second-stage domains page-selective (PSI, the address mask from
+calculate_psi_aligned_address()) or domain-selective (DSI) when the mask
+exceeds CAP.MAMV; the device-TLB tag adds a device-TLB descriptor with the same
+address and mask. cache_tag_flush_all() sends DSI (PASID-selective on first
+stage) and a whole-range device-TLB descriptor. Since v6.12 the descriptors of
+one flush are batched (qi_batch, up to QI_MAX_BATCHED_DESC_COUNT = 16) and
+submitted with one wait descriptor; before, each went through its own
+qi_submit_sync() (inv.batch = 1). The invalidation hint IH is set when no
+page-table page was freed, so paging-structure caches survive a PSI (VT-d
+spec 6.5.2.3). In caching mode (a virtual IOMMU) every submission traps.
 """
 
 from numba import njit
@@ -16,12 +21,12 @@ from numba import njit
 from harness.core import bits, iotlb
 from harness.core import layout as L
 from harness.errors import HarnessError
+from harness.vendors import common
 
-PARAMS = ("pagetable.levels", "pagetable.pgsizes", "iotlb.entries", "iotlb.ways",
+PARAMS = ("pagetable.levels", "pagetable.pgsizes", "pagetable.first_stage", *common.CACHE_PARAMS,
           "psc.l2_entries", "psc.l2_ways", "psc.l3_entries", "psc.l3_ways",
           "psc.l4_entries", "psc.l4_ways", "psc.l5_entries", "psc.l5_ways",
-          "inv.mamv", "inv.desc_ns", "inv.wait_ns", "inv.trap_ns",
-          "vtd.caching_mode", "pagetable.first_stage")
+          "inv.mamv", "inv.batch", *common.COST_PARAMS, "vtd.caching_mode", "device.ats")
 
 MAX_AGAW_PFN_WIDTH = 52  # intel/iommu.h: MAX_AGAW_WIDTH 64 - VTD_PAGE_SHIFT
 
@@ -41,56 +46,59 @@ def psi_aligned_address(start, end):
 
 
 @njit(cache=True, inline="always")
-def _submit(S):
-    """qi_submit_sync(): the batch plus a wait descriptor; under caching mode
-    the queue is emulated, so every submission traps to the host."""
-    S.C[L.C_INV_WAITS] += 1
-    if S.P[L.P_CM]:
-        S.C[L.C_INV_TRAPS] += 1
+def _submit(S, descs):
+    """qi_submit_sync() of `descs` descriptors, in batches of inv.batch, each
+    with a wait descriptor; under caching mode the queue is emulated, so every
+    submission traps to the host."""
+    n = (descs + S.P[L.P_CMD_BATCH] - 1) // S.P[L.P_CMD_BATCH]
+    S.C[L.C_INV_SUBMITS] += n
+    S.C[L.C_INV_SYNCS] += n
+    if S.P[L.P_VIRT]:
+        S.C[L.C_INV_TRAPS] += n
 
 
-@njit(cache=True, inline="always")
-def flush_range(S, d, start, end, ih):
-    """cache_tag_flush_range(domain, start, end, ih) for one IOTLB cache tag:
-    first-stage domains get a PASID-based IOTLB invalidation (qi_batch_add_piotlb,
-    no MAMV limit), second-stage domains PSI or DSI beyond MAMV."""
+@njit(cache=True)
+def flush_range(S, d, start, end, ih, devtlb):
+    """cache_tag_flush_range(domain, start, end, ih); devtlb False for
+    cache_tag_flush_range_np(), which skips device-TLB tags."""
     addr, mask = psi_aligned_address(start, end)
-    if S.P[L.P_FIRST_STAGE]:
-        S.C[L.C_INV_PIOTLB] += 1
-        S.C[L.C_INV_PSI_PAGES] += 1 << mask
-        iotlb.range_apply(S, d, addr >> 12, 1 << mask, 0)
-        if not ih:
-            iotlb.psc_invalidate_range(S, d, addr >> 12, 1 << mask)
-    elif mask > S.P[L.P_MAMV]:
-        S.C[L.C_INV_DSI] += 1
+    if mask > S.P[L.P_MAX_RANGE] and not S.P[L.P_FIRST_STAGE]:
+        S.C[L.C_INV_ALL] += 1
         iotlb.invalidate_domain(S, d)
     else:
-        S.C[L.C_INV_PSI] += 1
-        S.C[L.C_INV_PSI_PAGES] += 1 << mask
+        S.C[L.C_INV_RANGE] += 1
+        S.C[L.C_INV_PAGES] += 1 << mask
         iotlb.range_apply(S, d, addr >> 12, 1 << mask, 0)
         if not ih:
             iotlb.psc_invalidate_range(S, d, addr >> 12, 1 << mask)
-    _submit(S)
+    descs = 1
+    if devtlb and S.P[L.P_ATS]:
+        S.C[L.C_INV_DEV] += 1
+        descs += 1
+    _submit(S, descs)
 
 
 @njit(cache=True)
 def flush_all(S, d):
     """cache_tag_flush_all(): domain-selective (second stage) or PASID-selective
-    (first stage) IOTLB invalidation."""
-    S.C[L.C_FLUSH_ALL] += 1
-    S.C[L.C_INV_PIOTLB_ALL if S.P[L.P_FIRST_STAGE] else L.C_INV_DSI] += 1
+    (first stage) IOTLB invalidation, plus the device TLB."""
+    S.C[L.C_INV_ALL] += 1
     iotlb.invalidate_domain(S, d)
-    _submit(S)
+    descs = 1
+    if S.P[L.P_ATS]:
+        S.C[L.C_INV_DEV] += 1
+        descs += 1
+    _submit(S, descs)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def iotlb_sync_map(S, d, iova, size):
     """intel_iommu_iotlb_sync_map() -> cache_tag_flush_range_np(): in caching
     mode a new second-stage mapping must be invalidated (IH=0) so the host
-    shadows it; otherwise only a write-buffer flush, which is not modelled."""
-    if S.P[L.P_CM] and not S.P[L.P_FIRST_STAGE]:
+    shadows it; first-stage tables need only a write-buffer flush."""
+    if not S.P[L.P_FIRST_STAGE]:
         S.C[L.C_IOTLB_SYNC_MAPS] += 1
-        flush_range(S, d, iova, iova + size - 1, 0)
+        flush_range(S, d, iova, iova + size - 1, False, False)
 
 
 def effective_flush(spec, requested, kernel):
@@ -107,47 +115,32 @@ def effective_flush(spec, requested, kernel):
     return requested, ""
 
 
-def _pow2(name, v):
-    if v < 1 or v & (v - 1):
-        raise HarnessError(f"model parameter {name} = {v}: expected a power of two")
-    return v
-
-
-def hardware_params(spec, P):
+def hardware_params(spec, P, kernel):
     """Fill the hardware part of parameter vector P from a resolved spec;
-    returns the last IOVA the domain can translate (its address width)."""
-    levels = spec["pagetable.levels"]
-    if levels not in (3, 4, 5):
-        raise HarnessError(f"model parameter pagetable.levels = {levels}: expected 3, 4 or 5")
-    P[L.P_LEVELS] = levels
-    bitmap = 0
-    for size in spec["pagetable.pgsizes"]:
-        if size not in (4096, 1 << 21, 1 << 30):
-            raise HarnessError(f"model parameter pagetable.pgsizes: {size} is not a VT-d "
-                               "second-stage page size (4096, 2097152, 1073741824)")
-        bitmap |= size
+    returns the last IOVA the domain can translate (its address width).
+    Second stage: 3, 4 or 5 levels (39/48/57-bit AGAW), 4K/2M/1G pages;
+    first stage: the x86 format, 4 or 5 levels (intel/iommu.c
+    intel_iommu_domain_alloc_first_stage)."""
+    levels = common.choice(spec, "pagetable.levels", (3, 4, 5))
+    first = spec["pagetable.first_stage"]
+    if first and levels == 3:
+        raise HarnessError("model parameter pagetable.levels = 3: first-stage tables have 4 or 5 levels")
+    P[L.P_FAMILY] = L.FAMILY_VTD
+    bits_ = common.geometry(P, levels, 12, [9] * levels)
+    bitmap = common.pgsize_bitmap(spec, (4096, 1 << 21, 1 << 30), "VT-d")
     if not bitmap & 4096:
         raise HarnessError("model parameter pagetable.pgsizes: must include 4096")
     P[L.P_PGSIZE_BITMAP] = bitmap
-    entries, ways = spec["iotlb.entries"], spec["iotlb.ways"]
-    if ways < 1 or entries % ways:
-        raise HarnessError(f"model parameters iotlb.entries = {entries}, iotlb.ways = {ways}: "
-                           "entries must be a multiple of ways")
-    P[L.P_IOTLB_SETS] = _pow2("iotlb.entries / iotlb.ways", entries // ways)
-    P[L.P_IOTLB_WAYS] = ways
-    for level in range(2, 6):
-        e = spec[f"psc.l{level}_entries"] if level <= levels else 0
-        w = min(spec[f"psc.l{level}_ways"], e) if e else 0
-        if e and e % w:
-            raise HarnessError(f"model parameter psc.l{level}_entries = {e}: "
-                               f"expected a multiple of psc.l{level}_ways = {w}")
-        P[L.P_PSC_SETS + level] = _pow2(f"psc.l{level}_entries / ways", e // w) if e else 1
-        P[L.P_PSC_WAYS + level] = w
-    P[L.P_MAMV] = spec["inv.mamv"]
-    P[L.P_CM] = int(spec["vtd.caching_mode"])
-    P[L.P_FIRST_STAGE] = int(spec["pagetable.first_stage"])
-    aperture_bits = 12 + 9 * levels
-    return (1 << aperture_bits) - 1
+    common.caches(spec, P, levels)
+    P[L.P_PT_UNMAP] = L.PT_UNMAP_FREELIST
+    P[L.P_MAX_RANGE] = spec["inv.mamv"]
+    P[L.P_CMD_BATCH] = spec["inv.batch"] if kernel >= (6, 12) else 1
+    if P[L.P_CMD_BATCH] < 1:
+        raise HarnessError(f"model parameter inv.batch = {P[L.P_CMD_BATCH]}: expected >= 1")
+    P[L.P_VIRT] = int(spec["vtd.caching_mode"])
+    P[L.P_FIRST_STAGE] = int(first)
+    P[L.P_ATS] = int(spec["device.ats"])
+    return (1 << bits_) - 1
 
 
 def gfp_ignored(kernel):
@@ -157,6 +150,4 @@ def gfp_ignored(kernel):
     return kernel < (6, 3)
 
 
-def cost_params(spec):
-    return {k: float(spec[k]) for k in ("inv.desc_ns", "inv.wait_ns", "inv.trap_ns")}
-
+cost_params = common.cost_params
