@@ -80,24 +80,39 @@ def build(seed, n, handles, p_api, p_late, big, ncpu):
     return evs
 
 
+VTD = "intel-vtd-legacy"
+# name: (model, overrides)
 PARAM_SETS = {
-    "default": [],
-    "small": ["fq.size=4", "iova.mag_size=1", "iotlb.entries=8", "iotlb.ways=2",
-              "psc.l2_entries=2", "psc.l2_ways=1", "psc.l3_entries=0", "fq.timeout_ms=0.05",
-              "iova.depot_delay_ms=0.1", "inv.mamv=2"],
-    "dma32": ["iova.dma_mask_bits=32", "iova.mag_size=3", "fq.size=3",
-              "pagetable.pgsizes=[4096, 2097152]"],
-    "cm": ["vtd.caching_mode=true", "fq.single_size=5", "iova.mag_size=2",
-           "iova.direct=[[0x10000000, 0x101fffff]]", "memcg.limit_bytes=40960"],
-    "cm-first-stage": ["vtd.caching_mode=true", "pagetable.first_stage=true", "fq.size=3",
-                       "fq.single_size=7", "iova.reserved=[[0xfee00000, 0xfeefffff], [0xf0000000, 0xf7ffffff]]"],
-    "v6.2": ["kernel=\"6.2\"", "memcg.limit_bytes=8192", "fq.single_size=9"],
-    "pressure": ["mem.free_bytes=40960", "mem.min_watermark_bytes=16384",
-                 "mem.jitter_bytes=20000", "mem.seed=7", "fq.size=5"],
-    "iommufd": ["iommufd.hw_domains=3", "memcg.limit_bytes=65536", "iotlb.entries=16",
-                "iotlb.ways=4", "fq.size=6"],
-    "no-pci32": ["iova.pci_32bit_first=false", "pagetable.levels=5", "psc.l5_entries=2",
-                 "psc.l5_ways=2", "iotlb.entries=16", "iotlb.ways=16"],
+    "default": (VTD, []),
+    "small": (VTD, ["fq.size=4", "iova.mag_size=1", "iotlb.entries=8", "iotlb.ways=2",
+                    "psc.l2_entries=2", "psc.l2_ways=1", "psc.l3_entries=0", "fq.timeout_ms=0.05",
+                    "iova.depot_delay_ms=0.1", "inv.mamv=2"]),
+    "dma32": (VTD, ["iova.dma_mask_bits=32", "iova.mag_size=3", "fq.size=3",
+                    "pagetable.pgsizes=[4096, 2097152]"]),
+    "cm": ("intel-vtd-viommu", ["fq.single_size=5", "iova.mag_size=2", "device.ats=true",
+                                "iova.direct=[[0x10000000, 0x101fffff]]", "memcg.limit_bytes=40960"]),
+    "cm-first-stage": ("intel-vtd-scalable", [
+        "vtd.caching_mode=true", "fq.size=3", "fq.single_size=7", "iotlb.policy=\"round-robin\"",
+        "iova.reserved=[[0xfee00000, 0xfeefffff], [0xf0000000, 0xf7ffffff]]"]),
+    "v6.2": (VTD, ["kernel=\"6.2\"", "memcg.limit_bytes=8192", "fq.single_size=9", "device.ats=true"]),
+    "pressure": (VTD, ["mem.free_bytes=40960", "mem.min_watermark_bytes=16384",
+                       "mem.jitter_bytes=20000", "mem.seed=7", "fq.size=5"]),
+    "iommufd": (VTD, ["iommufd.hw_domains=3", "memcg.limit_bytes=65536", "iotlb.entries=16",
+                      "iotlb.ways=4", "fq.size=6", "iotlb.policy=\"random\"", "psc.policy=\"random\""]),
+    "no-pci32": (VTD, ["iova.pci_32bit_first=false", "pagetable.levels=5", "psc.l5_entries=2",
+                       "psc.l5_ways=2", "iotlb.entries=16", "iotlb.ways=16"]),
+    "amd-v1": ("amd-vi-v1", ["pagetable.levels=4", "fq.size=5", "device.ats=true", "iotlb.entries=16"]),
+    "amd-v2": ("amd-vi-v2", ["memcg.limit_bytes=40960", "iotlb.policy=\"round-robin\""]),
+    "amd-npcache": ("amd-vi-viommu", ["pagetable.levels=5", "iotlb.entries=8", "iotlb.ways=8",
+                                      "mem.free_bytes=60000", "mem.jitter_bytes=9000"]),
+    "smmu": ("arm-smmuv3", ["fq.size=4", "device.ats=true", "iotlb.entries=16"]),
+    "smmu-ril-16k": ("arm-smmuv3-ril", ["pagetable.granule=16384", "pagetable.pgsizes=[16384, 33554432]",
+                                        "smmu.cmdq_batch=3", "iommufd.hw_domains=2"]),
+    "smmu-64k": ("arm-smmuv3", ["pagetable.granule=65536", "pagetable.pgsizes=[65536, 536870912]",
+                                "pagetable.ias=52", "iotlb.entries=8", "iotlb.ways=2"]),
+    "s390": ("s390", ["fq.size=3", "pagetable.subpage_tables=true", "memcg.limit_bytes=90000"]),
+    "s390-zvm": ("s390-zvm", ["fq.single_size=4", "iotlb.policy=\"random\""]),
+    "none": ("none", []),
 }
 
 
@@ -114,7 +129,7 @@ def test_fast_path_equals_reference(tmp_path_factory, params, seed, n, handles, 
     if not evs:
         return
     path = write_trace(tmp_path_factory.mktemp("d") / "t.arrow", evs, num_cpus=ncpu, batch=17)
-    overrides = PARAM_SETS[params]
-    fast = simulate(path, flush, gfp, overrides)
-    ref = reference.run(path, models.resolve("intel-vtd-legacy").with_overrides(overrides), flush, gfp)
+    model, overrides = PARAM_SETS[params]
+    fast = simulate(path, flush, gfp, overrides, model)
+    ref = reference.run(path, models.resolve(model).with_overrides(overrides), flush, gfp)
     assert fast == ref

@@ -27,16 +27,16 @@ def test_lazy_single_flushes_least(trace_file):
     # and flushes the domain; CPU 1's next queue_iova() then releases its 254
     # entries, flushed by that same flush, so its ring never fills. The 10 ms
     # timer flushes the rest.
-    assert (lazy["fq_flush_full"], lazy["fq_flush_timeout"], lazy["inv_dsi"]) == (1, 1, 2)
+    assert (lazy["fq_flush_full"], lazy["fq_flush_timeout"], lazy["inv_all"]) == (1, 1, 2)
     # one shared ring of 32767 slots: only the 1000 ms timer flushes
-    assert (single["fq_flush_full"], single["fq_flush_timeout"], single["inv_dsi"]) == (0, 1, 1)
+    assert (single["fq_flush_full"], single["fq_flush_timeout"], single["inv_all"]) == (0, 1, 1)
     assert single["fq_queued"] == lazy["fq_queued"] == 600
 
 
 def test_passthrough_translates_nothing(trace_file):
     r = simulate(trace_file([mp(0, 0), ac(1, 0), um(2, 0), ac(3, 0)]), "passthrough")
     assert (r["maps"], r["unmaps"], r["accesses"], r["late_accesses"], r["domains"]) == (1, 1, 2, 1, 1)
-    assert r["lookups"] == r["pt_pages_alloc"] == r["iova_allocs"] == r["inv_waits"] == 0
+    assert r["lookups"] == r["pt_pages_alloc"] == r["iova_allocs"] == r["inv_syncs"] == 0
 
 
 def _run(path, flush, gfp="atomic", overrides=()):
@@ -62,12 +62,12 @@ def test_caching_mode_invalidates_maps_and_traps(trace_file):
     f = trace_file([mp(0, 0), ac(1, 0), um(2, 0), mp(3, 1), um(4, 1)])
     _, r = _run(f, "lazy", overrides=["vtd.caching_mode=true"])
     # strict: 2 unmap PSIs, plus a PSI for each new mapping; every submission traps
-    assert (r["iotlb_sync_maps"], r["inv_psi"], r["inv_waits"], r["inv_traps"]) == (2, 4, 4, 4)
+    assert (r["iotlb_sync_maps"], r["inv_range"], r["inv_syncs"], r["inv_traps"]) == (2, 4, 4, 4)
     _, fs = _run(f, "lazy", overrides=["vtd.caching_mode=true", "pagetable.first_stage=true"])
     # first stage under v6.3+: lazy, no map flush, one PASID-selective flush at... none yet
-    assert (fs["iotlb_sync_maps"], fs["inv_psi"], fs["inv_piotlb"], fs["fq_queued"]) == (0, 0, 0, 2)
+    assert (fs["iotlb_sync_maps"], fs["inv_range"], fs["fq_queued"]) == (0, 0, 2)
     _, st = _run(f, "strict", overrides=["vtd.caching_mode=true", "pagetable.first_stage=true"])
-    assert (st["inv_piotlb"], st["inv_traps"], st["inv_psi"]) == (2, 2, 0)
+    assert (st["inv_range"], st["inv_traps"]) == (2, 2)
 
 
 def test_pre_6_3_intel_ignores_gfp(trace_file):
@@ -89,7 +89,7 @@ def test_memcg_limit_fails_maps_with_enomem(trace_file):
     # missing L3 entry; the second time the PML4E cache supplies the L4 entry
     assert r["faults"] == 2 and r["walk_reads"] == 2 + 1 and r["psc_l4_hits"] == 1
     assert r["iova_frees"] == 2 and r["iova_rcache_inserts"] == 2  # dma-iommu frees the IOVA
-    assert r["unmaps"] == 1 and r["inv_psi"] == 0  # unmap of a failed map does nothing
+    assert r["unmaps"] == 1 and r["inv_range"] == 0  # unmap of a failed map does nothing
 
 
 def test_reserved_regions_are_never_allocated(trace_file):
@@ -118,7 +118,7 @@ def nic_late(tmp_path_factory):
 def test_flush_mode_by_gfp_matrix_on_nic_rx(nic_late):
     for gfp in ("atomic", "kernel", "kernel-account"):
         r = {f: simulate(nic_late, f, gfp) for f in ("strict", "lazy", "lazy-single")}
-        inv = {f: r[f]["inv_psi"] + r[f]["inv_dsi"] for f in r}
+        inv = {f: r[f]["inv_range"] + r[f]["inv_all"] for f in r}
         assert inv["lazy"] * 50 < inv["strict"] and inv["lazy-single"] < inv["lazy"]
         flushes = {f: r[f]["fq_flush_full"] + r[f]["fq_flush_timeout"] for f in ("lazy", "lazy-single")}
         assert flushes["lazy-single"] < flushes["lazy"]
@@ -153,7 +153,7 @@ def test_iommufd_ioas_mirrors_every_mapping(trace_file):
     assert (one["domains"], one["pt_pages_alloc"]) == (1, 4)
     assert (two["domains"], two["pt_pages_alloc"]) == (2, 8)
     assert two["memcg_charged_bytes"] == 2 * one["memcg_charged_bytes"] == 2 * 4 * 4096
-    assert (one["inv_psi"], two["inv_psi"]) == (1, 2)  # each domain's unmap is invalidated
+    assert (one["inv_range"], two["inv_range"]) == (1, 2)  # each domain's unmap is invalidated
     assert two["iotlb_misses"] == one["iotlb_misses"] == 1  # the device translates in its own
 
 

@@ -51,7 +51,7 @@ def test_iova_top_down_size_aligned_below_4g(trace_file):
 def test_strict_unmap_invalidates_and_faults_late_access(trace_file):
     evs = [mp(0, 0), ac(1, 0), um(2, 0), ac(3, 0)]
     r = simulate(trace_file(evs), "strict")
-    assert (r["inv_psi"], r["inv_waits"], r["late_accesses"], r["faults"], r["stale_hits"]) == (1, 1, 1, 1, 0)
+    assert (r["inv_range"], r["inv_syncs"], r["late_accesses"], r["faults"], r["stale_hits"]) == (1, 1, 1, 1, 0)
 
 
 def test_lazy_unmap_leaves_a_stale_translation(trace_file):
@@ -60,7 +60,7 @@ def test_lazy_unmap_leaves_a_stale_translation(trace_file):
     assert r["stale_hits"] == 1 and r["fq_queued"] == 1 and r["fq_flush_timeout"] == 1
     assert r["faults"] == 1  # after the 10 ms flush-queue timer
     assert r["stale_page_ns"] == 10_000_000  # unmapped at t=2, flushed by the timer at t=2+10ms
-    assert r["inv_dsi"] == r["flush_all"] == 1 and r["inv_psi"] == 0
+    assert r["inv_all"] == r["flush_all"] == 1 and r["inv_range"] == 0
 
 
 def test_flush_queue_flushes_when_full(trace_file):
@@ -124,7 +124,7 @@ def test_superpage_switch_stops_at_the_table_end(trace_file):
     evs = [mp(0, 0, size=4 << 20, iova=0x3FE00000, paddr=0x80000000, flags=ts.FLAG_IOMMU_API)]
     r = simulate(trace_file(evs), gfp="kernel-account")
     assert r["pt_pages_alloc"] == 4 and r["alloc_gfp_kernel_account"] == 4
-    assert r["memcg_charged_bytes"] == 4 * 4096 and r["inv_psi"] + r["inv_dsi"] == 0
+    assert r["memcg_charged_bytes"] == 4 * 4096 and r["inv_range"] + r["inv_all"] == 0
 
 
 def test_map_beyond_address_width_is_rejected(trace_file):

@@ -38,5 +38,5 @@ def borrowed(S):
         borrow(S.pt_bytes), borrow(S.pt_charged), borrow(S.pt_free), borrow(S.nodes), borrow(S.node_free),
         borrow(S.mags), borrow(S.mag_len), borrow(S.mag_next), borrow(S.mag_free),
         borrow(S.rc), borrow(S.fq), borrow(S.fqh), borrow(S.gather), borrow(S.stack), borrow(S.resv),
-        borrow(S.tlb_tag), borrow(S.tlb_stamp), borrow(S.tlb_stale),
-        _borrow5(S.psc_tag), _borrow5(S.psc_stamp))
+        borrow(S.tlb_tag), borrow(S.tlb_dom), borrow(S.tlb_stamp), borrow(S.tlb_stale),
+        _borrow5(S.psc_tag), _borrow5(S.psc_dom), _borrow5(S.psc_stamp))

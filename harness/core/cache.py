@@ -1,6 +1,7 @@
 """Set-associative caches (IOTLB, walk caches) over numpy arrays.
 
-A cache is (tag[sets, ways], stamp[sets, ways]): tag -1 is an invalid way;
+A cache is (tag[sets, ways], dom[sets, ways], stamp[sets, ways]): an entry
+matches on tag and domain id; tag -1 is an invalid way;
 stamp orders ways by last use (LRU) or by fill (round-robin). A fill takes the
 lowest invalid way, else the victim of the replacement policy: least recently
 used, oldest fill, or a seeded random way. Set index: low bits of the page
@@ -15,10 +16,11 @@ from harness.core.pages import splitmix64
 
 
 @njit(cache=True, inline="always")
-def lookup(tag, stamp, s, t, G, policy):
-    """Way holding tag t in set s, or -1; LRU stamps the way as most recent."""
+def lookup(tag, dom, stamp, s, t, d, G, policy):
+    """Way holding (tag t, domain d) in set s, or -1; LRU stamps the way as
+    most recent."""
     for w in range(tag.shape[1]):
-        if tag[s, w] == t:
+        if tag[s, w] == t and dom[s, w] == d:
             if policy == L.POLICY_LRU:
                 G[L.G_CLOCK] += 1
                 stamp[s, w] = G[L.G_CLOCK]
@@ -27,8 +29,8 @@ def lookup(tag, stamp, s, t, G, policy):
 
 
 @njit(cache=True, inline="always")
-def fill(tag, stamp, s, t, G, policy):
-    """Insert tag t into set s; returns (way, evicted tag or -1)."""
+def fill(tag, dom, stamp, s, t, d, G, policy):
+    """Insert (tag t, domain d) into set s; returns (way, evicted tag or -1)."""
     ways = tag.shape[1]
     victim = -1
     oldest = np.int64(1) << 62
@@ -43,6 +45,7 @@ def fill(tag, stamp, s, t, G, policy):
         victim = np.int64(splitmix64(G, L.G_CACHE_RNG) % np.uint64(ways))
     evicted = tag[s, victim]
     tag[s, victim] = t
+    dom[s, victim] = d
     G[L.G_CLOCK] += 1
     stamp[s, victim] = G[L.G_CLOCK]
     return victim, evicted

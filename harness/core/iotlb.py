@@ -3,14 +3,14 @@
 IOTLB entries are tagged by domain and page size (VT-d spec 6.2.2/6.2.3;
 AMD IOMMU spec 2.2.6: a TLB entry covers the page size its PTE encodes, any
 power of two; SMMUv3 spec 3.8: entries are tagged by ASID/VMID and cache
-whole blocks). Tag: vpn << 22 | domain << 6 | order, where order is log2 of
-the page in 4 KiB units and vpn the page number at that size; the set index
-is the low bits of vpn. Lookups probe the orders the IOTLB currently holds,
+whole blocks). Tag: vpn << 6 | order, where order is log2 of the page in
+4 KiB units and vpn the page number at that size, plus the domain id; the set
+index is the low bits of vpn. Lookups probe the orders the IOTLB currently holds,
 smallest first (G_IOTLB_ORDERS).
 
 Walk caches hold non-leaf entries per level (VT-d spec 6.2.4 PDE/PDPE/PML4E/
-PML5E caches; AMD PDE cache; SMMUv3 walk cache). Tag: key << 16 | domain, key
-= the 4 KiB page number >> the level's entry span.
+PML5E caches; AMD PDE cache; SMMUv3 walk cache). Tag: key = the 4 KiB page
+number >> the level's entry span, plus the domain id.
 
 A lookup that hits an entry whose PTE has been cleared (marked stale at
 unmap while its invalidation is deferred) is a stale hit.
@@ -23,8 +23,8 @@ from harness.core import layout as L
 
 
 @njit(cache=True, inline="always")
-def _tag(d, o, pfn):
-    return ((pfn >> o) << 22) | (d << 6) | o
+def _tag(o, pfn):
+    return ((pfn >> o) << 6) | o
 
 
 @njit(cache=True, inline="always")
@@ -36,7 +36,8 @@ def lookup(S, d, pfn):
         o = bits.ffs0(orders)
         orders &= orders - 1
         s = (pfn >> o) & (sets - 1)
-        w = cache.lookup(S.tlb_tag, S.tlb_stamp, s, _tag(d, o, pfn), S.G, S.P[L.P_IOTLB_POLICY])
+        w = cache.lookup(S.tlb_tag, S.tlb_dom, S.tlb_stamp, s, _tag(o, pfn), d, S.G,
+                         S.P[L.P_IOTLB_POLICY])
         if w >= 0:
             return 2 if S.tlb_stale[s, w] else 1
     return 0
@@ -57,7 +58,8 @@ def fill(S, d, pfn, o):
     """Cache the translation of pfn's page of order o."""
     sets = S.tlb_tag.shape[0]
     s = (pfn >> o) & (sets - 1)
-    w, evicted = cache.fill(S.tlb_tag, S.tlb_stamp, s, _tag(d, o, pfn), S.G, S.P[L.P_IOTLB_POLICY])
+    w, evicted = cache.fill(S.tlb_tag, S.tlb_dom, S.tlb_stamp, s, _tag(o, pfn), d, S.G,
+                            S.P[L.P_IOTLB_POLICY])
     if evicted != -1:
         _count(S, evicted & 63, -1)
     _count(S, o, 1)
@@ -65,11 +67,11 @@ def fill(S, d, pfn, o):
 
 
 @njit(cache=True, inline="always")
-def _overlaps(t, d, pfn, npages):
-    if t == -1 or ((t >> 6) & 0xFFFF) != d:
+def _overlaps(t, td, d, pfn, npages):
+    if t == -1 or td != d:
         return False
     o = t & 63
-    lo = (t >> 22) << o
+    lo = (t >> 6) << o
     return lo < pfn + npages and pfn < lo + (1 << o)
 
 
@@ -92,7 +94,7 @@ def range_apply(S, d, pfn, npages, action):
     if npages > sets:
         for s in range(sets):
             for w in range(ways):
-                if _overlaps(S.tlb_tag[s, w], d, pfn, npages):
+                if _overlaps(S.tlb_tag[s, w], S.tlb_dom[s, w], d, pfn, npages):
                     _visit(S, s, w, action)
         return
     orders = S.G[L.G_IOTLB_ORDERS]
@@ -101,9 +103,9 @@ def range_apply(S, d, pfn, npages, action):
         orders &= orders - 1
         for vpn in range(pfn >> o, ((pfn + npages - 1) >> o) + 1):
             s = vpn & (sets - 1)
-            t = (vpn << 22) | (d << 6) | o
+            t = (vpn << 6) | o
             for w in range(ways):
-                if S.tlb_tag[s, w] == t:
+                if S.tlb_tag[s, w] == t and S.tlb_dom[s, w] == d:
                     _visit(S, s, w, action)
 
 
@@ -112,14 +114,13 @@ def invalidate_domain(S, d):
     sets, ways = S.tlb_tag.shape
     for s in range(sets):
         for w in range(ways):
-            t = S.tlb_tag[s, w]
-            if t != -1 and ((t >> 6) & 0xFFFF) == d:
+            if S.tlb_tag[s, w] != -1 and S.tlb_dom[s, w] == d:
                 _visit(S, s, w, 0)
     for i in range(len(S.psc_tag)):
-        tag = S.psc_tag[i]
+        tag, dom = S.psc_tag[i], S.psc_dom[i]
         for s in range(tag.shape[0]):
             for w in range(tag.shape[1]):
-                if tag[s, w] != -1 and (tag[s, w] & 0xFFFF) == d:
+                if tag[s, w] != -1 and dom[s, w] == d:
                     tag[s, w] = -1
 
 
@@ -128,12 +129,12 @@ def psc_invalidate_range(S, d, pfn, npages):
     """Drop domain d's walk-cache entries whose span overlaps the range."""
     for i in range(len(S.psc_tag)):
         sh = S.P[L.P_LVL_PSHIFT + i + 2]
-        tag = S.psc_tag[i]
+        tag, dom = S.psc_tag[i], S.psc_dom[i]
         for s in range(tag.shape[0]):
             for w in range(tag.shape[1]):
                 t = tag[s, w]
-                if t != -1 and (t & 0xFFFF) == d:
-                    lo = (t >> 16) << sh
+                if t != -1 and dom[s, w] == d:
+                    lo = t << sh
                     if lo < pfn + npages and pfn < lo + (1 << sh):
                         tag[s, w] = -1
 
@@ -142,8 +143,8 @@ def psc_invalidate_range(S, d, pfn, npages):
 def psc_lookup(S, d, level, pfn):
     tag = S.psc_tag[level - 2]
     key = pfn >> S.P[L.P_LVL_PSHIFT + level]
-    return cache.lookup(tag, S.psc_stamp[level - 2], key & (tag.shape[0] - 1),
-                        (key << 16) | d, S.G, S.P[L.P_PSC_POLICY]) >= 0
+    return cache.lookup(tag, S.psc_dom[level - 2], S.psc_stamp[level - 2], key & (tag.shape[0] - 1),
+                        key, d, S.G, S.P[L.P_PSC_POLICY]) >= 0
 
 
 @njit(cache=True, inline="always")
@@ -152,5 +153,5 @@ def psc_fill(S, d, level, pfn):
     if tag.shape[1] == 0:
         return
     key = pfn >> S.P[L.P_LVL_PSHIFT + level]
-    cache.fill(tag, S.psc_stamp[level - 2], key & (tag.shape[0] - 1), (key << 16) | d, S.G,
-               S.P[L.P_PSC_POLICY])
+    cache.fill(tag, S.psc_dom[level - 2], S.psc_stamp[level - 2], key & (tag.shape[0] - 1), key, d,
+               S.G, S.P[L.P_PSC_POLICY])

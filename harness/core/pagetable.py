@@ -152,7 +152,7 @@ def _switch_to_super_page(S, d, start_pfn, end_pfn, level):
             else:
                 if e > 0:
                     S.C[L.C_SUPERPAGE_SWITCHES] += _release_subtree(S, e, level - 1, S.gather[3:6], False, 0)
-                hw.flush_range(S, d, start_pfn << 12, end_pfn << 12, 4096, False)
+                hw.flush_range(S, d, start_pfn << 12, end_pfn << 12, 4096, True)
             S.pt[t, i] = 0
         start_pfn += lvl_pages
         if i == S.P[L.P_LVL_ENTRIES + level] - 1:
@@ -221,7 +221,7 @@ def _amd_map_flush(S, d, iova, size):
     """iommu_v1_map_pages(): a map that replaced PTEs flushes its range, then
     frees the replaced tables."""
     S.gather[9] = 0
-    hw.flush_range(S, d, iova, iova + size - 1, 4096, False)
+    hw.flush_range(S, d, iova, iova + size - 1, 4096, True)
     pages.put_list(S, S.gather[6:9])
     S.gather[6:9] = 0
 

@@ -78,7 +78,7 @@ def build_params(spec, flush, gfp, num_cpus):
     bits = p["iova.dma_mask_bits"]
     if not 32 <= bits <= 64:
         raise HarnessError(f"model parameter iova.dma_mask_bits = {bits}: expected 32..64")
-    gs = P[L.P_GRANULE_SHIFT]
+    gs = int(P[L.P_GRANULE_SHIFT])
     P[L.P_DMA_LIMIT_PFN] = min((1 << bits) - 1, aperture_end) >> gs
     P[L.P_DMA32_PFN] = 1 << (32 - gs)
     P[L.P_APERTURE_PFN] = aperture_end >> 12

@@ -14,7 +14,7 @@ from harness.metrics import NUM_COUNTERS
 
 State = namedtuple("State", (
     "P C G D H pt pt_bytes pt_charged pt_free nodes node_free mags mag_len mag_next mag_free "
-    "rc fq fqh gather stack resv tlb_tag tlb_stamp tlb_stale psc_tag psc_stamp"))
+    "rc fq fqh gather stack resv tlb_tag tlb_dom tlb_stamp tlb_stale psc_tag psc_dom psc_stamp"))
 
 
 def _stack(cap, first=0):
@@ -26,10 +26,11 @@ def new(P, ncpu, resv):
     """State for a run; resv: reserved IOVA regions (lo pfn, hi pfn, direct)."""
     sets, ways = P[L.P_IOTLB_SETS], P[L.P_IOTLB_WAYS]
     nq = 1 if P[L.P_FLUSH] == L.FLUSH_LAZY_SINGLE else ncpu
-    psc_tag, psc_stamp = [], []
+    psc_tag, psc_dom, psc_stamp = [], [], []
     for level in range(2, L.MAX_LEVELS + 1):
         shape = (P[L.P_PSC_SETS + level], P[L.P_PSC_WAYS + level])
         psc_tag.append(np.full(shape, -1, np.int64))
+        psc_dom.append(np.zeros(shape, np.int64))
         psc_stamp.append(np.zeros(shape, np.int64))
     G = np.zeros(L.NUM_GLOBALS, np.int64)
     G[L.G_NEXT_TIMER] = L.NEVER
@@ -53,9 +54,10 @@ def new(P, ncpu, resv):
         fqh=np.zeros((0, nq, 2), np.int64),
         gather=np.zeros(10, np.int64), stack=np.zeros((12, 4), np.int64),
         resv=np.asarray(resv, np.int64).reshape(-1, 3),
-        tlb_tag=np.full((sets, ways), -1, np.int64), tlb_stamp=np.zeros((sets, ways), np.int64),
+        tlb_tag=np.full((sets, ways), -1, np.int64), tlb_dom=np.zeros((sets, ways), np.int64),
+        tlb_stamp=np.zeros((sets, ways), np.int64),
         tlb_stale=np.zeros((sets, ways), np.uint8),
-        psc_tag=tuple(psc_tag), psc_stamp=tuple(psc_stamp))
+        psc_tag=tuple(psc_tag), psc_dom=tuple(psc_dom), psc_stamp=tuple(psc_stamp))
 
 
 def _grow_rows(a, rows, fill=0):

@@ -8,9 +8,9 @@ from harness import metrics
 from harness.core import layout as L
 from harness.core.simulator import build_params
 from harness.errors import TraceError
-from harness.reference.hw import VtdHardware
+from harness.reference.hw import Hardware
 from harness.reference.iova import IovaDomain
-from harness.reference.pagetable import (ENOMEM, LEAF, Pages, PageTable, Table, idx,
+from harness.reference.pagetable import (ENOMEM, Geometry, Leaf, Pages, PageTable, Table,
                                          iommu_pgsize, subtables)
 from harness.trace import schema as ts
 from harness.trace.reader import TraceReader
@@ -54,9 +54,9 @@ class Domain:
             root_gfp = (L.GFP_KERNEL_ACCOUNT, True)
         else:
             root_gfp = (L.GFP_KERNEL, False)
-        self.pt = PageTable(P[L.P_LEVELS], sim.pages, *root_gfp)
+        self.pt = PageTable(sim.geo, sim.pages, *root_gfp, P[L.P_PT_UNMAP])
         self.iovad = IovaDomain(sim.ncpu, P[L.P_MAG_SIZE], bool(P[L.P_PCI32]),
-                                P[L.P_DEPOT_DELAY], sim.c, sim.timers, d)
+                                P[L.P_DEPOT_DELAY], sim.c, sim.timers, d, P[L.P_DMA32_PFN])
         single = P[L.P_FLUSH] == L.FLUSH_LAZY_SINGLE
         self.fq = [deque() for _ in range(1 if single else sim.ncpu)]
         self.fq_start = self.fq_finish = 0
@@ -76,7 +76,9 @@ class Reference:
         self.pages = Pages(self.c, P[L.P_MEM_FREE], P[L.P_MEM_ATOMIC_FLOOR], P[L.P_MEM_JITTER],
                            spec.params["mem.seed"])
         self.timers = Timers()
-        self.hw = VtdHardware(P, L, self.c)
+        self.hw = Hardware(P, self.c)
+        self.geo = Geometry(P)
+        self.gs = P[L.P_GRANULE_SHIFT]
         self.domains = {}
         self.dom_of = {}
         self.maps = {}
@@ -105,7 +107,8 @@ class Reference:
             dom.iovad.reserve(lo, hi)
             if direct:
                 gfp = L.GFP_ATOMIC if self.P[L.P_GFP_IGNORED] else L.GFP_KERNEL
-                self.iommu_map(d, lo << 12, lo << 12, (hi + 1 - lo) << 12, gfp, False)
+                gs = self.gs
+                self.iommu_map(d, lo << gs, lo << gs, (hi + 1 - lo) << gs, gfp, False)
 
     def fire_timers(self, now):
         while (hit := self.timers.pop_due(now)) is not None:
@@ -130,56 +133,79 @@ class Reference:
         return (L.GFP_KERNEL_ACCOUNT, True) if account else (L.GFP_KERNEL, False)
 
     # -- map --------------------------------------------------------------------
-    def switch_to_super_page(self, d, start_pfn, end_pfn, level):
-        pt = self.domains[d].pt
-        lvl_pages = 1 << (9 * (level - 1))
+    def switch_to_super_page(self, d, start_pfn, end_pfn, level, amd_fl):
+        """Remove what lies under a new superpage, the family's way (see
+        harness.core.pagetable._switch_to_super_page). Returns True when AMD
+        must flush the mapped range afterwards."""
+        pt, geo, fam = self.domains[d].pt, self.geo, self.P[L.P_FAMILY]
+        lvl_pages = geo.span(level)
+        updated = False
         while start_pfn <= end_pfn:
             t = pt.descend(start_pfn, level, L.GFP_ATOMIC, False)
             if not isinstance(t, Table):
-                return
-            i = idx(start_pfn, level)
-            if t.e[i] is not None:
-                if t.e[i] != LEAF:
-                    tables = subtables(t.e[i], level - 1)
+                return updated
+            i = geo.idx(start_pfn, level)
+            e = t.e[i]
+            if e is not None:
+                tables = subtables(e, level - 1) if isinstance(e, Table) else []
+                self.c["superpage_switches"] += len(tables)
+                if fam == L.FAMILY_AMDVI:
+                    for sub in tables:
+                        self.pages.defer(sub, amd_fl)
+                    updated = True
+                elif fam == L.FAMILY_SMMUV3:
+                    self.hw.flush_walk(d, start_pfn << 12, ((start_pfn + lvl_pages) << 12) - 1)
                     for sub in tables:
                         self.pages.free_now(sub)
-                    self.c["superpage_switches"] += len(tables)
+                else:
+                    for sub in tables:
+                        self.pages.free_now(sub)
+                    self.hw.flush_range(d, start_pfn << 12, end_pfn << 12, 4096, True)
                 t.e[i] = None
-                self.hw.flush_range(d, start_pfn << 12, end_pfn << 12, False)
             start_pfn += lvl_pages
+        return updated
 
     def iommu_map(self, d, iova, paddr, size, gfp, charged):
         """Bytes of whole chunks mapped before an -ENOMEM, or -1 on success."""
-        pt = self.domains[d].pt
+        pt, geo = self.domains[d].pt, self.geo
         done = 0
         while size:
             pgsize, count = iommu_pgsize(self.bitmap, iova, paddr, size)
-            level = 1 + ((pgsize.bit_length() - 1) - 12) // 9
-            lvl_pages = 1 << (9 * (level - 1))
+            order = pgsize.bit_length() - 13
+            level = geo.page_level(order)
+            lvl_pages = geo.span(level)
             pfn, nr = iova >> 12, (pgsize * count) >> 12
             t = None
+            failed = updated = False
+            amd_fl = []
             while nr > 0:
                 if t is None:
                     t = pt.descend(pfn, level, gfp, charged, self.P[L.P_MEMCG_LIMIT])
                     if t == ENOMEM:
-                        return done
+                        failed = True
+                        break
                     if t is None:
                         self.c["map_overlaps"] += lvl_pages
                         pfn += lvl_pages
                         nr -= lvl_pages
                         continue
                     if level > 1:
-                        left = (512 - idx(pfn, level)) * lvl_pages
-                        self.switch_to_super_page(d, pfn, pfn + min(nr, left) - 1, level)
-                i = idx(pfn, level)
+                        left = (geo.entries[level] - geo.idx(pfn, level)) * lvl_pages
+                        updated |= self.switch_to_super_page(d, pfn, pfn + min(nr, left) - 1, level, amd_fl)
+                i = geo.idx(pfn, level)
                 if t.e[i] is not None:
                     self.c["map_overlaps"] += lvl_pages
                 else:
-                    t.e[i] = LEAF
+                    t.e[i] = Leaf(order)
                 pfn += lvl_pages
                 nr -= lvl_pages
-                if i == 511:
+                if i == geo.entries[level] - 1:
                     t = None
+            if updated:
+                self.hw.flush_range(d, iova, iova + pgsize * count - 1, 4096, True)
+                self.pages.put_list(amd_fl)
+            if failed:
+                return done
             iova += pgsize * count
             paddr += pgsize * count
             size -= pgsize * count
@@ -192,25 +218,26 @@ class Reference:
         self.c["maps"] += 1
         self.c["bytes_mapped"] += size
         m = self.maps[h] = Mapping(size, bool(flags & ts.FLAG_IOMMU_API))
+        granule = 1 << self.gs
         if m.api:
             off, length, base = 0, size, iova
             if flags & ts.FLAG_GFP_FORBIDDEN:
                 self.c["gfp_forbidden"] += 1
                 self.c["map_rejected"] += 1
                 return L.ST_DONE
-            if (iova | paddr | size) & 4095:
+            if (iova | paddr | size) % granule:
                 self.c["map_rejected"] += 1
                 return L.ST_DONE
         else:
-            off = paddr & 4095
-            length = (size + off + 4095) & ~4095
+            off = paddr % granule
+            length = -(-(size + off) // granule) * granule
             if iova == 0:
-                node = self.domains[d].iovad.dma_alloc_iova(cpu, length >> 12, self.P[L.P_DMA_LIMIT_PFN])
+                node = self.domains[d].iovad.dma_alloc_iova(cpu, length // granule, self.P[L.P_DMA_LIMIT_PFN])
                 if node is None:
                     return L.ST_DONE
-                base, m.node, m.pages = node.lo << 12, node, length >> 12
+                base, m.node, m.pages = node.lo * granule, node, length // granule
             else:
-                if (iova & 4095) != off:
+                if iova % granule != off:
                     self.c["map_rejected"] += 1
                     return L.ST_DONE
                 base = iova - off
@@ -233,9 +260,7 @@ class Reference:
                     self.domains[d].iovad.free_iova_fast(cpu, m.node, m.pages, self.now)
                 failed = True
                 break
-            if self.P[L.P_CM] and not self.P[L.P_FIRST_STAGE]:
-                self.c["iotlb_sync_maps"] += 1
-                self.hw.flush_range(d + k, base, base + length - 1, False)
+            self.hw.sync_map(d + k, base, length)
         if m.api and flags & ts.FLAG_ATOMIC and flags & ts.FLAG_GFP_BLOCKING:
             self.c["gfp_blocking_in_atomic"] += self.c["pt_pages_alloc"] - before
         if failed:
@@ -246,16 +271,24 @@ class Reference:
     # -- unmap ------------------------------------------------------------------
     def iotlb_sync(self, d, g):
         self.c["iotlb_syncs"] += 1
-        self.hw.flush_range(d, g["start"], g["end"], not g["fl"])
+        self.hw.flush_range(d, g["start"], g["end"], g["pgsize"], bool(g["fl"]))
         self.pages.put_list(g["fl"])
         g.update(start=L.NEVER, end=0, pgsize=0, fl=[])
 
-    def gather_add_page(self, d, g, iova, size):
+    def gather_add_page(self, d, g, iova, size, pgsize):
+        """The family's gather step (see harness.core.flush.gather_add_page)."""
         end = iova + size - 1
+        fam = self.P[L.P_FAMILY]
         disjoint = g["end"] != 0 and (end + 1 < g["start"] or iova > g["end"] + 1)
-        if (g["pgsize"] and g["pgsize"] != size) or disjoint:
-            self.iotlb_sync(d, g)
-        g["pgsize"] = size
+        if fam in (L.FAMILY_AMDVI, L.FAMILY_S390):
+            if disjoint and fam == L.FAMILY_AMDVI and self.P[L.P_VIRT]:
+                self.iotlb_sync(d, g)
+        else:
+            if fam == L.FAMILY_VTD:
+                pgsize = size
+            if (g["pgsize"] and g["pgsize"] != pgsize) or disjoint:
+                self.iotlb_sync(d, g)
+            g["pgsize"] = pgsize
         g["start"] = min(g["start"], iova)
         g["end"] = max(g["end"], end)
 
@@ -295,10 +328,11 @@ class Reference:
         it = base
         while it - base < length:
             pgsize, count = iommu_pgsize(self.bitmap, it, it, length - (it - base))
-            size_ = max(pgsize * count, 4096 << (9 * (pt.leaf_level(it >> 12) - 1)))
-            pt.clear_range(pt.root, pt.levels, 0, it >> 12, (it + size_ - 1) >> 12, g["fl"])
+            size_ = max(pgsize * count, pt.leaf_span(it >> 12) << 12)
+            pt.clear_range(pt.root, pt.levels, 0, it >> 12, (it + size_ - 1) >> 12, g["fl"],
+                           lambda a, b: self.hw.flush_walk(d, a, b))
             if not queued:
-                self.gather_add_page(d, g, it, size_)
+                self.gather_add_page(d, g, it, size_, pgsize)
             it += size_
         return it
 
@@ -362,15 +396,15 @@ class Reference:
         return L.ST_DONE
 
     # -- access -----------------------------------------------------------------
-    def translate(self, d, va):
+    def translate(self, d, pfn):
         self.c["lookups"] += 1
-        r = self.hw.tlb_lookup(d, va)
+        r = self.hw.tlb_lookup(d, pfn)
         if r:
             self.c["iotlb_hits"] += 1
             self.c["stale_hits"] += r == 2
             return
         self.c["iotlb_misses"] += 1
-        if va >> 12 > self.P[L.P_APERTURE_PFN]:
+        if pfn > self.P[L.P_APERTURE_PFN]:
             self.c["faults"] += 1
             return
         levels = self.hw.levels
@@ -378,19 +412,19 @@ class Reference:
         for level in range(2, levels + 1):
             if level not in self.hw.psc:
                 continue
-            if self.hw.psc_lookup(d, level, va):
+            if self.hw.psc_lookup(d, level, pfn):
                 self.c[f"psc_l{level}_hits"] += 1
                 start = level
                 break
             self.c[f"psc_l{level}_misses"] += 1
-        stop, leaf = self.domains[d].pt.walk(va >> 12)
+        stop, leaf = self.domains[d].pt.walk(pfn)
         self.c["walk_reads"] += max(1, start - stop)
         for level in range(stop + 1, start):
-            self.hw.psc_fill(d, level, va)
+            self.hw.psc_fill(d, level, pfn)
         if leaf == 0:
             self.c["faults"] += 1
         else:
-            self.hw.tlb_fill(d, va, leaf)
+            self.hw.tlb_fill(d, pfn, leaf - 1)
 
     def access(self, d, h, iova, offset, size):
         self.c["accesses"] += 1
@@ -404,8 +438,9 @@ class Reference:
             addr = m.dma + offset
         else:
             addr = iova
-        for pfn in range(addr >> 12, ((addr + size - 1) >> 12) + 1):
-            self.translate(d, pfn << 12)
+        gs = self.gs
+        for page in range(addr >> gs, ((addr + size - 1) >> gs) + 1):
+            self.translate(d, page << (gs - 12))
         return L.ST_DONE
 
     def event(self, row):
@@ -430,6 +465,7 @@ class Reference:
             values["stale_page_ns"] += self.now * dom.pend_pages - dom.pend_pagets
         values["pt_pages_live"] = self.pages.live
         values["pt_pages_pending"] = self.pages.pending
+        values["pt_bytes_live"] = self.pages.bytes
         values["memcg_charged_bytes"] = self.pages.charged
         values["fq_pending_pages"] = sum(dom.pend_pages for dom in doms)
         return metrics.derive(values, self.spec.vendor.cost_params(self.spec.params))

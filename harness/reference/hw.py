@@ -1,35 +1,73 @@
-"""Reference IOTLB, paging-structure caches and VT-d invalidation commands.
+"""Reference IOTLB, walk caches and each family's invalidation commands.
 
-Caches are lists of OrderedDict sets in LRU order (first = least recent).
-Invalidations scan every entry: slow and plainly right."""
+Caches are lists of OrderedDict sets in fill/use order (first = the victim of
+LRU and round-robin). Invalidations scan every entry: slow and plainly right.
+Kernel citations are in harness.vendors.*."""
 
 from collections import OrderedDict
 
+from harness.core import layout as L
+
 MAX_AGAW_PFN_WIDTH = 52
+MASK64 = (1 << 64) - 1
+
+
+class Rng:
+    """splitmix64, as harness.core.pages.splitmix64."""
+
+    def __init__(self, seed=0):
+        self.x = seed & MASK64
+
+    def next(self):
+        self.x = x = (self.x + 0x9E3779B97F4A7C15) & MASK64
+        z = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+        return z ^ (z >> 31)
 
 
 class Cache:
-    def __init__(self, sets, ways):
-        self.ways = ways
+    """Sets of tag -> stale flag. A set keeps its ways in a fixed order of
+    slots for random replacement (slot = way index)."""
+
+    def __init__(self, sets, ways, policy, rng):
+        self.nsets, self.ways, self.policy, self.rng = sets, ways, policy, rng
         self.sets = [OrderedDict() for _ in range(sets)]
+        self.slots = [[None] * ways for _ in range(sets)]
 
     def lookup(self, s, tag):
         st = self.sets[s]
         if tag in st:
-            st.move_to_end(tag)
+            if self.policy == L.POLICY_LRU:
+                st.move_to_end(tag)
             return True
         return False
 
     def fill(self, s, tag):
-        st = self.sets[s]
-        if len(st) == self.ways:
-            st.popitem(last=False)
+        """Returns the evicted tag or None."""
+        st, slots = self.sets[s], self.slots[s]
+        evicted = None
+        if None in slots:
+            way = slots.index(None)
+        elif self.policy == L.POLICY_RANDOM:
+            way = self.rng.next() % self.ways
+            evicted = slots[way]
+        else:
+            evicted = next(iter(st))
+            way = slots.index(evicted)
+        if evicted is not None:
+            del st[evicted]
+        slots[way] = tag
         st[tag] = False  # stale flag
+        return evicted
+
+    def remove(self, s, tag):
+        del self.sets[s][tag]
+        self.slots[s][self.slots[s].index(tag)] = None
 
     def entries(self):
-        for st in self.sets:
+        for s, st in enumerate(self.sets):
             for tag in list(st):
-                yield st, tag
+                yield s, tag
 
 
 def psi_aligned_address(start, end):
@@ -44,95 +82,224 @@ def psi_aligned_address(start, end):
     return mask
 
 
-class VtdHardware:
-    """IOTLB tagged (domain, level, vpn); PSC per level tagged (domain, key)."""
+class Hardware:
+    """IOTLB tagged (domain, order, vpn); walk caches per level tagged
+    (domain, key); the family's commands on top."""
 
-    def __init__(self, P, L, c):
-        self.c = c
+    def __init__(self, P, c):
+        self.P, self.c = P, c
+        self.family = P[L.P_FAMILY]
         self.levels = P[L.P_LEVELS]
-        self.cm = P[L.P_CM]
-        self.first_stage = P[L.P_FIRST_STAGE]
-        self.mamv = P[L.P_MAMV]
-        self.tlb = Cache(P[L.P_IOTLB_SETS], P[L.P_IOTLB_WAYS])
-        self.psc = {lv: Cache(P[L.P_PSC_SETS + lv], P[L.P_PSC_WAYS + lv])
+        self.pshift = {lv: P[L.P_LVL_PSHIFT + lv] for lv in range(1, self.levels + 1)}
+        self.rng = Rng()
+        self.tlb = Cache(P[L.P_IOTLB_SETS], P[L.P_IOTLB_WAYS], P[L.P_IOTLB_POLICY], self.rng)
+        self.psc = {lv: Cache(P[L.P_PSC_SETS + lv], P[L.P_PSC_WAYS + lv], P[L.P_PSC_POLICY], self.rng)
                     for lv in range(2, self.levels + 1) if P[L.P_PSC_WAYS + lv]}
+        self.orders = {}  # order -> live IOTLB entries
 
-    @staticmethod
-    def shift(level):
-        return 12 + 9 * (level - 1)
-
-    def tlb_lookup(self, d, va):
-        for level in (1, 2, 3):
-            vpn = va >> self.shift(level)
-            st = self.tlb.sets[vpn % len(self.tlb.sets)]
-            tag = (d, level, vpn)
-            if tag in st:
-                st.move_to_end(tag)
+    # -- caches ---------------------------------------------------------------
+    def tlb_lookup(self, d, pfn):
+        for o in sorted(k for k, n in self.orders.items() if n):
+            vpn = pfn >> o
+            st = self.tlb.sets[vpn % self.tlb.nsets]
+            tag = (d, o, vpn)
+            if self.tlb.lookup(vpn % self.tlb.nsets, tag):
                 return 2 if st[tag] else 1
         return 0
 
-    def tlb_fill(self, d, va, level):
-        vpn = va >> self.shift(level)
-        self.tlb.fill(vpn % len(self.tlb.sets), (d, level, vpn))
+    def tlb_fill(self, d, pfn, o):
+        vpn = pfn >> o
+        evicted = self.tlb.fill(vpn % self.tlb.nsets, (d, o, vpn))
+        if evicted is not None:
+            self.orders[evicted[1]] -= 1
+        self.orders[o] = self.orders.get(o, 0) + 1
 
-    def psc_lookup(self, d, level, va):
-        key = va >> self.shift(level)
+    def psc_lookup(self, d, level, pfn):
+        key = pfn >> self.pshift[level]
         cache = self.psc[level]
-        return cache.lookup(key % len(cache.sets), (d, key))
+        return cache.lookup(key % cache.nsets, (d, key))
 
-    def psc_fill(self, d, level, va):
+    def psc_fill(self, d, level, pfn):
         if level in self.psc:
-            key = va >> self.shift(level)
+            key = pfn >> self.pshift[level]
             cache = self.psc[level]
-            cache.fill(key % len(cache.sets), (d, key))
+            cache.fill(key % cache.nsets, (d, key))
 
     def _tlb_overlapping(self, d, pfn, npages):
-        for st, (dd, level, vpn) in self.tlb.entries():
-            lo = vpn << (9 * (level - 1))
-            if dd == d and lo < pfn + npages and pfn < lo + (1 << (9 * (level - 1))):
-                yield st, (dd, level, vpn)
+        for s, (dd, o, vpn) in self.tlb.entries():
+            lo = vpn << o
+            if dd == d and lo < pfn + npages and pfn < lo + (1 << o):
+                yield s, (dd, o, vpn)
 
     def mark_stale(self, d, pfn, npages):
-        for st, tag in self._tlb_overlapping(d, pfn, npages):
-            st[tag] = True
+        for s, tag in self._tlb_overlapping(d, pfn, npages):
+            self.tlb.sets[s][tag] = True
 
-    def _invalidate_domain(self, d):
-        for cache in [self.tlb] + list(self.psc.values()):
-            for st, tag in cache.entries():
+    def invalidate_domain(self, d):
+        for s, tag in list(self.tlb.entries()):
+            if tag[0] == d:
+                self.tlb.remove(s, tag)
+                self.orders[tag[1]] -= 1
+        for cache in self.psc.values():
+            for s, tag in list(cache.entries()):
                 if tag[0] == d:
-                    del st[tag]
+                    cache.remove(s, tag)
 
-    def _invalidate_range(self, d, pfn, npages, ih):
-        for st, tag in self._tlb_overlapping(d, pfn, npages):
-            del st[tag]
-        if not ih:
+    def invalidate_range(self, d, pfn, npages, walk):
+        for s, tag in list(self._tlb_overlapping(d, pfn, npages)):
+            self.tlb.remove(s, tag)
+            self.orders[tag[1]] -= 1
+        if walk:
             for level, cache in self.psc.items():
-                sh = 9 * (level - 1)
-                for st, (dd, key) in cache.entries():
+                sh = self.pshift[level]
+                for s, (dd, key) in list(cache.entries()):
                     if dd == d and key << sh < pfn + npages and pfn < (key << sh) + (1 << sh):
-                        del st[(dd, key)]
+                        cache.remove(s, (dd, key))
 
-    def submit(self):
-        self.c["inv_waits"] += 1
-        self.c["inv_traps"] += bool(self.cm)
+    # -- commands -------------------------------------------------------------
+    def _count(self, **kw):
+        for k, v in kw.items():
+            self.c[k] += v
 
-    def flush_range(self, d, start, end, ih):
-        mask = psi_aligned_address(start, end)
-        if self.first_stage:
-            self.c["inv_piotlb"] += 1
-            self.c["inv_psi_pages"] += 1 << mask
-            self._invalidate_range(d, (start >> (12 + mask)) << mask, 1 << mask, ih)
-        elif mask > self.mamv:
-            self.c["inv_dsi"] += 1
-            self._invalidate_domain(d)
-        else:
-            self.c["inv_psi"] += 1
-            self.c["inv_psi_pages"] += 1 << mask
-            self._invalidate_range(d, (start >> (12 + mask)) << mask, 1 << mask, ih)
-        self.submit()
+    def flush_range(self, d, start, end, pgsize, freed):
+        """The family's iotlb_sync of [start, end]."""
+        f = self.family
+        if f == L.FAMILY_VTD:
+            self.vtd_flush_range(d, start, end, not freed, True)
+        elif f == L.FAMILY_AMDVI:
+            self.amd_flush_pages(d, start, end)
+        elif f == L.FAMILY_SMMUV3:
+            self.arm_inv_range(d, start, end, pgsize, True)
+        elif f == L.FAMILY_S390:
+            self.s390_refresh(d, start, end)
 
     def flush_all(self, d):
         self.c["flush_all"] += 1
-        self.c["inv_piotlb_all" if self.first_stage else "inv_dsi"] += 1
-        self._invalidate_domain(d)
-        self.submit()
+        f = self.family
+        self.invalidate_domain(d)
+        if f == L.FAMILY_VTD:
+            self._count(inv_all=1)
+            self.vtd_submit(1 + self.ats())
+            self._count(inv_dev=self.ats())
+        elif f == L.FAMILY_AMDVI:
+            self.amd_flush_pages(d, 0, 0x7FFFFFFFFFFFF000 - 1)
+        elif f == L.FAMILY_SMMUV3:
+            self._count(inv_all=1, inv_submits=1, inv_syncs=1)
+            self.arm_atc()
+        elif f == L.FAMILY_S390:
+            self._count(inv_all=1, inv_submits=1, inv_traps=self.virt())
+
+    def flush_walk(self, d, start, end):
+        self.arm_inv_range(d, start, end, 4096 << self.pshift[1], False)
+
+    def sync_map(self, d, iova, size):
+        if not self.P[L.P_VIRT]:
+            return
+        f = self.family
+        if f == L.FAMILY_VTD and self.P[L.P_FIRST_STAGE]:
+            return
+        if f in (L.FAMILY_VTD, L.FAMILY_AMDVI, L.FAMILY_S390):
+            self.c["iotlb_sync_maps"] += 1
+        if f == L.FAMILY_VTD:
+            self.vtd_flush_range(d, iova, iova + size - 1, False, False)
+        elif f == L.FAMILY_AMDVI:
+            self.amd_flush_pages(d, iova, iova + size - 1)
+        elif f == L.FAMILY_S390:
+            self.s390_refresh(d, iova, iova + size - 1)
+
+    def ats(self):
+        return int(bool(self.P[L.P_ATS]))
+
+    def virt(self):
+        return int(bool(self.P[L.P_VIRT]))
+
+    # VT-d
+    def vtd_submit(self, descs):
+        n = -(-descs // self.P[L.P_CMD_BATCH])
+        self._count(inv_submits=n, inv_syncs=n, inv_traps=n * self.virt())
+
+    def vtd_flush_range(self, d, start, end, ih, devtlb):
+        mask = psi_aligned_address(start, end)
+        if mask > self.P[L.P_MAX_RANGE] and not self.P[L.P_FIRST_STAGE]:
+            self._count(inv_all=1)
+            self.invalidate_domain(d)
+        else:
+            self._count(inv_range=1, inv_pages=1 << mask)
+            self.invalidate_range(d, (start >> (12 + mask)) << mask, 1 << mask, not ih)
+        dev = int(devtlb) * self.ats()
+        self._count(inv_dev=dev)
+        self.vtd_submit(1 + dev)
+
+    # AMD-Vi
+    def amd_queue(self, n):
+        self._count(inv_submits=n, inv_traps=n * self.virt())
+
+    def amd_inv_pages(self, d, address, size):
+        pages = ((address & 4095) + size + 4095) >> 12
+        if pages == 1:
+            lo, npages, everything = address >> 12, 1, False
+        else:
+            msb_diff = ((address + size - 1) ^ address).bit_length() - 1
+            everything = msb_diff > 51
+            npages = (1 << (msb_diff + 1)) >> 12
+            lo = (address >> 12) // npages * npages
+        if everything:
+            self._count(inv_all=1)
+            self.invalidate_domain(d)
+        else:
+            self._count(inv_range=1, inv_pages=npages)
+            self.invalidate_range(d, lo, npages, True)
+        self._count(inv_dev=self.ats())
+        self.amd_queue(1 + self.ats())
+
+    def amd_flush_pages(self, d, start, end):
+        address, size = start, end - start + 1
+        if not self.P[L.P_VIRT]:
+            self.amd_inv_pages(d, address, size)
+        else:
+            while size:
+                m = size.bit_length() - 1
+                if address:
+                    m = min(m, (address & -address).bit_length() - 1)
+                self.amd_inv_pages(d, address, 1 << m)
+                address += 1 << m
+                size -= 1 << m
+        self._count(inv_syncs=1)
+        self.amd_queue(1)
+
+    # SMMUv3
+    def arm_submit(self, cmds):
+        self._count(inv_submits=-(-cmds // self.P[L.P_CMD_BATCH]), inv_syncs=1)
+
+    def arm_atc(self):
+        if self.ats():
+            self._count(inv_dev=1)
+            self.arm_submit(1)
+
+    def arm_inv_range(self, d, start, end, granule, leaf):
+        size = end - start + 1
+        tg = self.P[L.P_GRANULE_SHIFT]
+        if not self.P[L.P_RIL]:
+            cmds = -(-size // granule)
+            self._count(inv_pages=cmds * (granule >> 12))
+        else:
+            cmds = 0
+            num_pages = size >> tg
+            if not leaf and num_pages % 32 == 1:
+                num_pages += 1
+            while num_pages:
+                scale = (num_pages & -num_pages).bit_length() - 1
+                num = (num_pages >> scale) % 32
+                self._count(inv_pages=(num << (scale + tg)) >> 12)
+                num_pages -= num << scale
+                cmds += 1
+        self._count(inv_range=cmds)
+        self.invalidate_range(d, start >> 12, (size + 4095) >> 12, not leaf)
+        self.arm_submit(cmds)
+        self.arm_atc()
+
+    # s390
+    def s390_refresh(self, d, start, end):
+        npages = ((end | 4095) - (start & ~4095) + 1) >> 12
+        self._count(inv_range=1, inv_pages=npages, inv_submits=1, inv_traps=self.virt())
+        self.invalidate_range(d, start >> 12, npages, True)

@@ -3,7 +3,6 @@ in place of the rbtree. Same algorithm step by step; no arrays, no pools."""
 
 import bisect
 
-DMA_32BIT_PFN = 1 << 20
 ANCHOR = 1 << 62
 RANGE_CACHE_MAX_SIZE = 6
 
@@ -20,11 +19,12 @@ class Node:
 
 
 class IovaDomain:
-    def __init__(self, ncpu, mag_size, pci32, depot_delay, counters, timers, dom):
+    def __init__(self, ncpu, mag_size, pci32, depot_delay, counters, timers, dom, dma32_pfn):
         self.anchor = Node(ANCHOR, ANCHOR)
         self.nodes = [self.anchor]  # sorted by lo
         self.cached = self.cached32 = self.anchor
-        self.max32 = DMA_32BIT_PFN
+        self.dma32 = dma32_pfn  # iovad->dma_32bit_pfn
+        self.max32 = dma32_pfn
         self.pci32 = pci32
         self.mag_size = mag_size
         self.depot_delay = depot_delay
@@ -52,7 +52,7 @@ class IovaDomain:
         bisect.insort(self.nodes, Node(lo, hi), key=lambda n: n.lo)
 
     def _find_limit(self, limit_pfn):
-        if limit_pfn > DMA_32BIT_PFN:
+        if limit_pfn > self.dma32:
             return self.anchor
         return next(n for n in self.nodes if n.lo >= limit_pfn)
 
@@ -60,9 +60,9 @@ class IovaDomain:
         limit_pfn += 1  # alloc_iova() hands the walk an exclusive limit
         align_mask = -1 << (size - 1).bit_length()
         high_pfn, low_pfn = limit_pfn, 1
-        if limit_pfn <= DMA_32BIT_PFN and size >= self.max32:
+        if limit_pfn <= self.dma32 and size >= self.max32:
             return None
-        curr = self.cached32 if limit_pfn <= DMA_32BIT_PFN else self.cached
+        curr = self.cached32 if limit_pfn <= self.dma32 else self.cached
         retry_pfn = curr.hi
         while True:
             while True:
@@ -82,7 +82,7 @@ class IovaDomain:
             break
         node = Node(new_pfn, new_pfn + size - 1)
         bisect.insort(self.nodes, node, key=lambda n: n.lo)
-        if node.hi < DMA_32BIT_PFN:
+        if node.hi < self.dma32:
             self.cached32 = node
         else:
             self.cached = node
@@ -90,10 +90,10 @@ class IovaDomain:
 
     def free_iova(self, node):
         nxt = self._next(node)
-        if node is self.cached32 or (node.hi < DMA_32BIT_PFN and node.lo >= self.cached32.lo):
+        if node is self.cached32 or (node.hi < self.dma32 and node.lo >= self.cached32.lo):
             self.cached32 = nxt
-        if node.lo < DMA_32BIT_PFN:
-            self.max32 = DMA_32BIT_PFN
+        if node.lo < self.dma32:
+            self.max32 = self.dma32
         if node.lo >= self.cached.lo:
             self.cached = nxt
         self.nodes.pop(self._pos(node))
@@ -179,8 +179,8 @@ class IovaDomain:
     def dma_alloc_iova(self, cpu, pages, limit_pfn):
         if pages < 1 << (RANGE_CACHE_MAX_SIZE - 1):
             pages = 1 << order_base_2(pages)
-        if limit_pfn > DMA_32BIT_PFN - 1 and self.pci32:
-            node = self.alloc_iova_fast(cpu, pages, DMA_32BIT_PFN - 1, False)
+        if limit_pfn > self.dma32 - 1 and self.pci32:
+            node = self.alloc_iova_fast(cpu, pages, self.dma32 - 1, False)
             if node is not None:
                 self.c["iova_allocs"] += 1
                 return node
