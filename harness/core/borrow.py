@@ -27,11 +27,6 @@ def borrow(typingctx, arr):
 
 
 @njit(cache=True)
-def _borrow5(t):
-    return (borrow(t[0]), borrow(t[1]), borrow(t[2]), borrow(t[3]), borrow(t[4]))
-
-
-@njit(cache=True)
 def borrowed(S):
     return State(
         borrow(S.P), borrow(S.C), borrow(S.G), borrow(S.D), borrow(S.H), borrow(S.pt),
@@ -39,4 +34,4 @@ def borrowed(S):
         borrow(S.mags), borrow(S.mag_len), borrow(S.mag_next), borrow(S.mag_free),
         borrow(S.rc), borrow(S.fq), borrow(S.fqh), borrow(S.gather), borrow(S.stack), borrow(S.resv),
         borrow(S.tlb_tag), borrow(S.tlb_dom), borrow(S.tlb_stamp), borrow(S.tlb_stale),
-        _borrow5(S.psc_tag), _borrow5(S.psc_dom), _borrow5(S.psc_stamp))
+        borrow(S.psc_tag), borrow(S.psc_dom), borrow(S.psc_stamp))

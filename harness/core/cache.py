@@ -1,6 +1,7 @@
 """Set-associative caches (IOTLB, walk caches) over numpy arrays.
 
-A cache is (tag[sets, ways], dom[sets, ways], stamp[sets, ways]): an entry
+A cache is (tag[rows, ways], dom[rows, ways], stamp[rows, ways]), a row per
+set (the walk caches of all levels share arrays, each level its rows): an entry
 matches on tag and domain id; tag -1 is an invalid way;
 stamp orders ways by last use (LRU) or by fill (round-robin). A fill takes the
 lowest invalid way, else the victim of the replacement policy: least recently
@@ -16,10 +17,10 @@ from harness.core.pages import splitmix64
 
 
 @njit(cache=True, inline="always")
-def lookup(tag, dom, stamp, s, t, d, G, policy):
-    """Way holding (tag t, domain d) in set s, or -1; LRU stamps the way as
-    most recent."""
-    for w in range(tag.shape[1]):
+def lookup(tag, dom, stamp, s, ways, t, d, G, policy):
+    """Way holding (tag t, domain d) in row s (ways wide), or -1; LRU stamps
+    the way as most recent."""
+    for w in range(ways):
         if tag[s, w] == t and dom[s, w] == d:
             if policy == L.POLICY_LRU:
                 G[L.G_CLOCK] += 1
@@ -29,9 +30,9 @@ def lookup(tag, dom, stamp, s, t, d, G, policy):
 
 
 @njit(cache=True, inline="always")
-def fill(tag, dom, stamp, s, t, d, G, policy):
-    """Insert (tag t, domain d) into set s; returns (way, evicted tag or -1)."""
-    ways = tag.shape[1]
+def fill(tag, dom, stamp, s, ways, t, d, G, policy):
+    """Insert (tag t, domain d) into row s (ways wide); returns (way, evicted
+    tag or -1)."""
     victim = -1
     oldest = np.int64(1) << 62
     for w in range(ways):

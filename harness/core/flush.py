@@ -34,17 +34,25 @@ def gather_init(g):
     g[G_START] = L.NEVER
     g[G_END] = 0
     g[G_PGSIZE] = 0
-    g[G_FL:G_FL + 3] = 0
+    g[G_FL] = 0
+    g[G_FL + 1] = 0
+    g[G_FL + 2] = 0
 
 
 @njit(cache=True, inline="always")
-def iotlb_sync(S, d, g):
+def iotlb_sync_inline(S, d, g):
     """iommu_iotlb_sync() -> the driver's iotlb_sync: flush the gathered range
-    (VT-d: IH when the freelist is empty), then free the freelist."""
+    (VT-d: IH when the freelist is empty), then free the freelist. Inlined on
+    the strict unmap path; everything else calls iotlb_sync."""
     S.C[L.C_IOTLB_SYNCS] += 1
     hw.flush_range(S, d, g[G_START], g[G_END], g[G_PGSIZE], g[G_FL] != 0)
     pages.put_list(S, g[G_FL:G_FL + 3])
     gather_init(g)
+
+
+@njit(cache=True)
+def iotlb_sync(S, d, g):
+    iotlb_sync_inline(S, d, g)
 
 
 @njit(cache=True, inline="always")
@@ -115,7 +123,8 @@ def queue_iova(S, d, cpu, node, npages, g):
     e[L.FQ_NODE] = node
     e[L.FQ_PAGES] = npages
     e[L.FQ_COUNTER] = S.D[d, L.D_FQ_START]
-    e[L.FQ_PT:L.FQ_PT + 3] = g[G_FL:G_FL + 3]
+    for k in range(3):  # element by element: a slice copy would allocate
+        e[L.FQ_PT + k] = g[G_FL + k]
     S.fqh[d, q, 1] = (tail + 1) % size
     S.C[L.C_FQ_QUEUED] += 1
     if S.D[d, L.D_FQ_TIMER] == L.NEVER:

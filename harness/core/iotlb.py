@@ -36,8 +36,8 @@ def lookup(S, d, pfn):
         o = bits.ffs0(orders)
         orders &= orders - 1
         s = (pfn >> o) & (sets - 1)
-        w = cache.lookup(S.tlb_tag, S.tlb_dom, S.tlb_stamp, s, _tag(o, pfn), d, S.G,
-                         S.P[L.P_IOTLB_POLICY])
+        w = cache.lookup(S.tlb_tag, S.tlb_dom, S.tlb_stamp, s, S.tlb_tag.shape[1], _tag(o, pfn), d,
+                         S.G, S.P[L.P_IOTLB_POLICY])
         if w >= 0:
             return 2 if S.tlb_stale[s, w] else 1
     return 0
@@ -58,8 +58,8 @@ def fill(S, d, pfn, o):
     """Cache the translation of pfn's page of order o."""
     sets = S.tlb_tag.shape[0]
     s = (pfn >> o) & (sets - 1)
-    w, evicted = cache.fill(S.tlb_tag, S.tlb_dom, S.tlb_stamp, s, _tag(o, pfn), d, S.G,
-                            S.P[L.P_IOTLB_POLICY])
+    w, evicted = cache.fill(S.tlb_tag, S.tlb_dom, S.tlb_stamp, s, S.tlb_tag.shape[1], _tag(o, pfn), d,
+                            S.G, S.P[L.P_IOTLB_POLICY])
     if evicted != -1:
         _count(S, evicted & 63, -1)
     _count(S, o, 1)
@@ -116,22 +116,22 @@ def invalidate_domain(S, d):
         for w in range(ways):
             if S.tlb_tag[s, w] != -1 and S.tlb_dom[s, w] == d:
                 _visit(S, s, w, 0)
-    for i in range(len(S.psc_tag)):
-        tag, dom = S.psc_tag[i], S.psc_dom[i]
-        for s in range(tag.shape[0]):
-            for w in range(tag.shape[1]):
-                if tag[s, w] != -1 and dom[s, w] == d:
-                    tag[s, w] = -1
+    tag, dom = S.psc_tag, S.psc_dom
+    for s in range(tag.shape[0]):
+        for w in range(tag.shape[1]):
+            if tag[s, w] != -1 and dom[s, w] == d:
+                tag[s, w] = -1
 
 
 @njit(cache=True)
 def psc_invalidate_range(S, d, pfn, npages):
     """Drop domain d's walk-cache entries whose span overlaps the range."""
-    for i in range(len(S.psc_tag)):
-        sh = S.P[L.P_LVL_PSHIFT + i + 2]
-        tag, dom = S.psc_tag[i], S.psc_dom[i]
-        for s in range(tag.shape[0]):
-            for w in range(tag.shape[1]):
+    tag, dom = S.psc_tag, S.psc_dom
+    for level in range(2, S.P[L.P_LEVELS] + 1):
+        sh = S.P[L.P_LVL_PSHIFT + level]
+        base = S.P[L.P_PSC_BASE + level]
+        for s in range(base, base + S.P[L.P_PSC_SETS + level]):
+            for w in range(S.P[L.P_PSC_WAYS + level]):
                 t = tag[s, w]
                 if t != -1 and dom[s, w] == d:
                     lo = t << sh
@@ -140,18 +140,22 @@ def psc_invalidate_range(S, d, pfn, npages):
 
 
 @njit(cache=True, inline="always")
+def _psc_row(S, level, key):
+    return S.P[L.P_PSC_BASE + level] + (key & (S.P[L.P_PSC_SETS + level] - 1))
+
+
+@njit(cache=True, inline="always")
 def psc_lookup(S, d, level, pfn):
-    tag = S.psc_tag[level - 2]
     key = pfn >> S.P[L.P_LVL_PSHIFT + level]
-    return cache.lookup(tag, S.psc_dom[level - 2], S.psc_stamp[level - 2], key & (tag.shape[0] - 1),
-                        key, d, S.G, S.P[L.P_PSC_POLICY]) >= 0
+    return cache.lookup(S.psc_tag, S.psc_dom, S.psc_stamp, _psc_row(S, level, key),
+                        S.P[L.P_PSC_WAYS + level], key, d, S.G, S.P[L.P_PSC_POLICY]) >= 0
 
 
 @njit(cache=True, inline="always")
 def psc_fill(S, d, level, pfn):
-    tag = S.psc_tag[level - 2]
-    if tag.shape[1] == 0:
+    ways = S.P[L.P_PSC_WAYS + level]
+    if ways == 0:
         return
     key = pfn >> S.P[L.P_LVL_PSHIFT + level]
-    cache.fill(tag, S.psc_dom[level - 2], S.psc_stamp[level - 2], key & (tag.shape[0] - 1), key, d,
-               S.G, S.P[L.P_PSC_POLICY])
+    cache.fill(S.psc_tag, S.psc_dom, S.psc_stamp, _psc_row(S, level, key), ways, key, d, S.G,
+               S.P[L.P_PSC_POLICY])

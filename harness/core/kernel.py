@@ -257,7 +257,7 @@ def _unmap(S, d, cpu, h, size):
     flush.gather_init(g)
     it = _unmap_range(S, d, base, H[h, L.H_LEN], queued, g)
     if not queued:
-        flush.iotlb_sync(S, d, g)
+        flush.iotlb_sync_inline(S, d, g)
         if H[h, L.H_NODE] != -1:
             iova.free_iova_fast(S, d, cpu, H[h, L.H_NODE], H[h, L.H_PAGES])
         return L.ST_DONE

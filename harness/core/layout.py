@@ -49,7 +49,8 @@ P_LVL_ENTRIES = 41     # + level: entries of a table at that level
 P_LVL_BYTES = 48       # + level: bytes the allocator hands out for such a table
 P_PSC_SETS = 55        # + level (2..6)
 P_PSC_WAYS = 62        # + level (2..6)
-NUM_PARAMS = 69
+P_PSC_BASE = 69        # + level (2..6): first row of that level in the walk-cache arrays
+NUM_PARAMS = 76
 MAX_LEVELS = 6
 
 FAMILY_NONE = 0

@@ -223,7 +223,8 @@ def _amd_map_flush(S, d, iova, size):
     S.gather[9] = 0
     hw.flush_range(S, d, iova, iova + size - 1, 4096, True)
     pages.put_list(S, S.gather[6:9])
-    S.gather[6:9] = 0
+    for k in range(6, 9):
+        S.gather[k] = 0
 
 
 @njit(cache=True, inline="always")

@@ -26,12 +26,11 @@ def new(P, ncpu, resv):
     """State for a run; resv: reserved IOVA regions (lo pfn, hi pfn, direct)."""
     sets, ways = P[L.P_IOTLB_SETS], P[L.P_IOTLB_WAYS]
     nq = 1 if P[L.P_FLUSH] == L.FLUSH_LAZY_SINGLE else ncpu
-    psc_tag, psc_dom, psc_stamp = [], [], []
-    for level in range(2, L.MAX_LEVELS + 1):
-        shape = (P[L.P_PSC_SETS + level], P[L.P_PSC_WAYS + level])
-        psc_tag.append(np.full(shape, -1, np.int64))
-        psc_dom.append(np.zeros(shape, np.int64))
-        psc_stamp.append(np.zeros(shape, np.int64))
+    rows, psc_ways = 0, 1
+    for level in range(2, L.MAX_LEVELS + 1):  # walk caches: each level its rows
+        P[L.P_PSC_BASE + level] = rows
+        rows += P[L.P_PSC_SETS + level]
+        psc_ways = max(psc_ways, P[L.P_PSC_WAYS + level])
     G = np.zeros(L.NUM_GLOBALS, np.int64)
     G[L.G_NEXT_TIMER] = L.NEVER
     pt_cap, node_cap, mag_cap = 1024, 1024, 256
@@ -57,7 +56,8 @@ def new(P, ncpu, resv):
         tlb_tag=np.full((sets, ways), -1, np.int64), tlb_dom=np.zeros((sets, ways), np.int64),
         tlb_stamp=np.zeros((sets, ways), np.int64),
         tlb_stale=np.zeros((sets, ways), np.uint8),
-        psc_tag=tuple(psc_tag), psc_dom=tuple(psc_dom), psc_stamp=tuple(psc_stamp))
+        psc_tag=np.full((rows, psc_ways), -1, np.int64), psc_dom=np.zeros((rows, psc_ways), np.int64),
+        psc_stamp=np.zeros((rows, psc_ways), np.int64))
 
 
 def _grow_rows(a, rows, fill=0):

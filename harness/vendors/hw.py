@@ -8,7 +8,7 @@ from harness.core import layout as L
 from harness.vendors import amdvi, s390, smmuv3, vtd
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def flush_range(S, d, start, end, pgsize, freed):
     """The driver's iotlb_sync for [start, end]: pgsize is the gather's page
     size; freed says page tables were freed under the range."""

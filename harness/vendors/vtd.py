@@ -57,7 +57,7 @@ def _submit(S, descs):
         S.C[L.C_INV_TRAPS] += n
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def flush_range(S, d, start, end, ih, devtlb):
     """cache_tag_flush_range(domain, start, end, ih); devtlb False for
     cache_tag_flush_range_np(), which skips device-TLB tags."""
