@@ -13,6 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from harness import metrics, models
+from harness.vendors import counter_view
 from harness.errors import HarnessError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -97,10 +98,11 @@ def trace_info(path: Path, as_json: bool = typer.Option(False, "--json", help="P
 @user_errors
 def models_list(models_dir: Optional[Path] = typer.Option(None, help="Extra directory of model TOML files.")):
     """Models available by name."""
-    t = Table("name", "family", "description")
+    t = Table("name", "family", "description", "file")
     for name, path in models.available(models_dir).items():
-        spec = models.load(path)
-        t.add_row(name, spec.family, spec.description)
+        spec = models.load(path, models_dir)
+        where = "built-in" if path.parent == models.BUILTIN_DIR else str(path)
+        t.add_row(name, spec.family, spec.description, where)
     out.print(t)
 
 
@@ -109,7 +111,7 @@ def models_list(models_dir: Optional[Path] = typer.Option(None, help="Extra dire
 def models_show(name: str, models_dir: Optional[Path] = typer.Option(None)):
     """The resolved spec of a model with the source of every value."""
     spec = models.resolve(name, models_dir)
-    out.print(f"[bold]{spec.name}[/bold] (family {spec.family}) from {spec.path}")
+    out.print(f"[bold]{spec.name}[/bold] (family {spec.family}) from {spec.path}\n{spec.description}")
     t = Table("parameter", "value", "source")
     for k, v in spec.params.items():
         t.add_row(k, json.dumps(v), spec.sources.get(k, ""))
@@ -121,6 +123,13 @@ def _metrics_table(values, title):
     for m in metrics.ALL:
         v = values[m.name]
         t.add_row(m.name, f"{v:,.4f}" if isinstance(v, float) else f"{v:,}", m.unit)
+    return t
+
+
+def _view_table(tool, counts):
+    t = Table("event", "count", title=f"as {tool} counts it")
+    for name, n in counts.items():
+        t.add_row(name, f"{n:,}")
     return t
 
 
@@ -165,12 +174,15 @@ def run(
                              reader.provenance, spec, set_, flush, sim.effective_flush, gfp)
     if sim.flush_reason and not quiet:
         err.print(f"flush {flush} runs as {sim.effective_flush}: {sim.flush_reason}")
+    view = counter_view(spec, values)
     if out_dir:
-        path = results.write_parquet(out_dir, results.row(cfg, values))
+        path = results.write_parquet(out_dir, results.row(cfg, values, view))
         if not quiet:
             err.print(f"wrote {path}")
     if not quiet:
         out.print(_metrics_table(values, f"{trace.name}: {model}, flush {flush}, gfp {gfp}"))
+        if view:
+            out.print(_view_table(*view))
 
 
 def main():

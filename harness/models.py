@@ -6,6 +6,7 @@ overrides are checked against the resolved spec: the key must exist and the
 value must have the default's type.
 """
 
+import importlib.util
 import os
 import tomllib
 from pathlib import Path
@@ -13,7 +14,19 @@ from pathlib import Path
 from harness.errors import HarnessError
 from harness.vendors import FAMILIES
 
-BUILTIN_DIR = Path(__file__).resolve().parent.parent / "models"
+def _builtin_dir():
+    """models/ of the checkout, or harness/builtin_models/ of an installed wheel
+    (pyproject.toml maps the one onto the other)."""
+    try:
+        spec = importlib.util.find_spec("harness.builtin_models")
+    except ModuleNotFoundError:
+        spec = None
+    if spec and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    return Path(__file__).resolve().parent.parent / "models"
+
+
+BUILTIN_DIR = _builtin_dir()
 
 # Domain-core parameters (the Linux IOMMU layer), shared by every model.
 CORE_DEFAULTS = {
@@ -162,6 +175,9 @@ def load(path, models_dir=None):
     unknown = [k for k in params if k not in allowed]
     if unknown:
         raise HarnessError(f"{path}: unknown parameter(s) {', '.join(unknown)} for family {family}")
+    for k in params:  # a cache's ways share the source of its entries
+        if k.endswith("_ways") and k not in sources:
+            sources[k] = sources.get(k[:-len("_ways")] + "_entries", "")
     missing = [k for k in FAMILIES[family].PARAMS if k not in params]
     if missing:
         raise HarnessError(f"{path}: missing parameter(s) {', '.join(missing)} "

@@ -15,10 +15,11 @@ def run_id(config):
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def row(config, values):
+def row(config, values, hw_view=None):
     out = {k: (json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v)
            for k, v in config.items()}
     out["run_id"] = run_id(config)
+    out["hw_counters"] = json.dumps(hw_view[1] if hw_view else {}, sort_keys=True)
     for m in metrics.ALL:
         out[m.name] = values[m.name]
     return out

@@ -231,7 +231,8 @@ def _amd_map_flush(S, d, iova, size):
 def _clear_range(S, d, start_pfn, last_pfn, fl):
     """dma_pte_clear_level() from the root, as a loop over a frame stack
     (level, table, pfn, index) visiting entries in the kernel's order; what
-    happens to a table the range covers is the format's (P_PT_UNMAP)."""
+    happens to a table the range covers is the format's (P_PT_UNMAP).
+    Returns the leaf entries cleared."""
     top = S.P[L.P_LEVELS]
     tspan = S.P[L.P_LVL_PSHIFT + 2]
     if last_pfn - start_pfn < (1 << tspan) - 1 and start_pfn >> tspan == last_pfn >> tspan:
@@ -241,10 +242,14 @@ def _clear_range(S, d, start_pfn, last_pfn, fl):
         for level in range(top, 1, -1):
             t = S.pt[t, _idx(S, start_pfn, level)]
             if t <= 0:
-                return
-        S.pt[t, _idx(S, start_pfn, 1):_idx(S, last_pfn, 1) + 1] = 0
-        return
+                return 0
+        leaves = 0
+        for i in range(_idx(S, start_pfn, 1), _idx(S, last_pfn, 1) + 1):
+            leaves += S.pt[t, i] != 0
+            S.pt[t, i] = 0
+        return leaves
     policy = S.P[L.P_PT_UNMAP]
+    leaves = 0
     st = S.stack
     st[0, 0], st[0, 1], st[0, 2], st[0, 3] = top, S.D[d, L.D_ROOT], start_pfn, _idx(S, start_pfn, top)
     sp = 1
@@ -262,6 +267,7 @@ def _clear_range(S, d, start_pfn, last_pfn, fl):
             continue
         covered = start_pfn <= level_pfn and last_pfn >= level_pfn + span_ - 1
         if covered and (e < 0 or policy != L.PT_UNMAP_KEEP):
+            leaves += e < 0
             if e > 0:
                 if policy == L.PT_UNMAP_WALK:
                     hw.flush_walk(S, d, level_pfn << 12, ((level_pfn + span_) << 12) - 1)
@@ -271,6 +277,7 @@ def _clear_range(S, d, start_pfn, last_pfn, fl):
             child = max(start_pfn, level_pfn)
             st[sp, 0], st[sp, 1], st[sp, 2], st[sp, 3] = level - 1, e, child, _idx(S, child, level - 1)
             sp += 1
+    return leaves
 
 
 @njit(cache=True, inline="always")
@@ -291,12 +298,13 @@ def leaf_span(S, d, pfn):
 @njit(cache=True, inline="always")
 def unmap_pages(S, d, iova, size, fl):
     """intel_iommu_unmap() (and iommu_v1_unmap_pages: a page is unmapped
-    whole): returns the (possibly widened) size unmapped."""
+    whole): returns the (possibly widened) size unmapped and the leaf entries
+    cleared (io-pgtable-arm gathers only those: a table it removes was
+    invalidated by the walk flush already)."""
     lsize = leaf_span(S, d, iova >> 12) << 12
     if size < lsize:
         size = lsize
-    _clear_range(S, d, iova >> 12, (iova + size - 1) >> 12, fl)
-    return size
+    return size, _clear_range(S, d, iova >> 12, (iova + size - 1) >> 12, fl)
 
 
 @njit(cache=True, inline="always")

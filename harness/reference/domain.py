@@ -329,9 +329,9 @@ class Reference:
         while it - base < length:
             pgsize, count = iommu_pgsize(self.bitmap, it, it, length - (it - base))
             size_ = max(pgsize * count, pt.leaf_span(it >> 12) << 12)
-            pt.clear_range(pt.root, pt.levels, 0, it >> 12, (it + size_ - 1) >> 12, g["fl"],
-                           lambda a, b: self.hw.flush_walk(d, a, b))
-            if not queued:
+            leaves = pt.clear_range(pt.root, pt.levels, 0, it >> 12, (it + size_ - 1) >> 12, g["fl"],
+                                    lambda a, b: self.hw.flush_walk(d, a, b))
+            if not queued and (leaves or self.P[L.P_FAMILY] != L.FAMILY_SMMUV3):
                 self.gather_add_page(d, g, it, size_, pgsize)
             it += size_
         return it

@@ -168,9 +168,9 @@ class Hardware:
             self.vtd_flush_range(d, start, end, not freed, True)
         elif f == L.FAMILY_AMDVI:
             self.amd_flush_pages(d, start, end)
-        elif f == L.FAMILY_SMMUV3:
+        elif f == L.FAMILY_SMMUV3 and pgsize:
             self.arm_inv_range(d, start, end, pgsize, True)
-        elif f == L.FAMILY_S390:
+        elif f == L.FAMILY_S390 and end:
             self.s390_refresh(d, start, end)
 
     def flush_all(self, d):

@@ -172,8 +172,10 @@ class PageTable:
         return 1 << (leaf - 1) if leaf else self.geo.span(level)
 
     def clear_range(self, t, level, pfn, start, last, fl, flush_walk):
-        """dma_pte_clear_level(), with the format's treatment of covered tables."""
+        """dma_pte_clear_level(), with the format's treatment of covered
+        tables; returns the leaf entries cleared."""
         geo = self.geo
+        leaves = 0
         pfn = max(start, pfn)
         span = geo.span(level)
         i = geo.idx(pfn, level)
@@ -183,6 +185,7 @@ class PageTable:
             if e is not None:
                 covered = start <= level_pfn and last >= level_pfn + span - 1
                 if covered and (isinstance(e, Leaf) or self.policy != L.PT_UNMAP_KEEP):
+                    leaves += isinstance(e, Leaf)
                     if isinstance(e, Table):
                         if self.policy == L.PT_UNMAP_WALK:
                             flush_walk(level_pfn << 12, ((level_pfn + span) << 12) - 1)
@@ -193,8 +196,8 @@ class PageTable:
                                 self.pages.free_now(sub)
                     t.e[i] = None
                 elif isinstance(e, Table):
-                    self.clear_range(e, level - 1, level_pfn, start, last, fl, flush_walk)
+                    leaves += self.clear_range(e, level - 1, level_pfn, start, last, fl, flush_walk)
             pfn = level_pfn + span
             i += 1
             if i == geo.entries[level] or pfn > last:
-                return
+                return leaves

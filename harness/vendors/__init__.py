@@ -35,3 +35,11 @@ class _Families(dict):
 
 
 FAMILIES = _Families(_families())
+
+
+def counter_view(spec, values):
+    """(tool, {event: count}): the run as the family's hardware counters name
+    it, or None when the family has no such view."""
+    fam = FAMILIES[spec.family]
+    view = getattr(fam, "counter_view", None)
+    return view(values, spec.params) if view else None

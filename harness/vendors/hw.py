@@ -18,9 +18,11 @@ def flush_range(S, d, start, end, pgsize, freed):
     elif fam == L.FAMILY_AMDVI:
         amdvi.flush_pages(S, d, start, end)
     elif fam == L.FAMILY_SMMUV3:
-        smmuv3.tlb_inv_range(S, d, start, end, pgsize, True)
+        if pgsize:  # arm_smmu_iotlb_sync: nothing gathered, nothing to do
+            smmuv3.tlb_inv_range(S, d, start, end, pgsize, True)
     elif fam == L.FAMILY_S390:
-        s390.refresh(S, d, start, end)
+        if end:  # s390_iommu_iotlb_sync: if (!gather->end) return
+            s390.refresh(S, d, start, end)
 
 
 @njit(cache=True)

@@ -85,3 +85,13 @@ def gfp_ignored(kernel):
 
 
 cost_params = common.cost_params
+
+
+def counter_view(v, spec):
+    """RPCIT instructions are what s390 users count (zPCI has no public
+    translation-cache counters)."""
+    return "s390 zPCI", {
+        "rpcit": v["inv_range"] + v["inv_all"],
+        "rpcit_pages": v["inv_pages"],
+        "rpcit_intercepts": v["inv_traps"],
+    }

@@ -121,3 +121,16 @@ def gfp_ignored(kernel):
 
 
 cost_params = common.cost_params
+
+
+def counter_view(v, spec):
+    """The run in the SMMUv3 PMCG architected events as Linux names them
+    (drivers/perf/arm_smmuv3_pmu.c); the configuration cache is not
+    modelled: one miss per device."""
+    return "Arm SMMUv3 PMCG", {
+        "transaction": v["lookups"],
+        "tlb_miss": v["iotlb_misses"],
+        "config_cache_miss": min(v["domains"], v["lookups"]),
+        "trans_table_walk_access": v["walk_reads"],
+        "config_struct_access": min(v["domains"], v["lookups"]),
+    }

@@ -1,0 +1,203 @@
+"""Vendor families on hand-written traces: the commands each driver sends,
+with the counts worked out from the kernel code cited in harness.vendors."""
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from harness import models
+from harness.cli import app
+from harness.trace import schema as ts
+
+from conftest import ac, mp, um
+from helpers import simulate
+
+API = ts.FLAG_IOMMU_API | ts.FLAG_TO_DEVICE
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def api_map(t, h, iova, size, paddr=None):
+    return mp(t, h, size=size, paddr=iova if paddr is None else paddr, iova=iova, flags=API)
+
+
+def api_unmap(t, h, size):
+    return um(t, h, size=size, flags=API)
+
+
+def test_every_builtin_model_loads_with_a_source_for_every_value():
+    names = set(models.available())
+    assert {"intel-vtd-legacy", "intel-vtd-scalable", "intel-vtd-viommu", "amd-vi-v1", "amd-vi-v2",
+            "amd-vi-viommu", "arm-smmuv3", "arm-smmuv3-ril", "s390", "s390-zvm", "none"} <= names
+    for name in names:
+        spec = models.resolve(name)
+        assert all(spec.sources.get(k) for k in spec.params), name
+
+
+def test_amd_build_inv_address_covers_the_aligned_block(trace_file):
+    # [0x1000, 0x2fff]: msb_diff = fls64(0x2fff ^ 0x1000) - 1 = 13 -> the 16K block at 0
+    f = trace_file([api_map(0, 0, 0x1000, 0x2000), api_unmap(1, 0, 0x2000)])
+    r = simulate(f, model="amd-vi-v1")
+    assert (r["inv_range"], r["inv_pages"], r["inv_syncs"], r["inv_submits"]) == (1, 4, 1, 2)
+    assert r["pt_pages_freed"] == 0  # iommu_v1_unmap_pages only clears PTEs
+
+
+def test_amd_npcache_flushes_maps_in_aligned_chunks_and_forces_strict(trace_file):
+    f = trace_file([api_map(0, 0, 0x1000, 0x2000), api_unmap(1, 0, 0x2000)])
+    r = simulate(f, "lazy", model="amd-vi-viommu")
+    # map and unmap each: chunks 4K@0x1000 and 4K@0x2000, then one COMPLETION_WAIT
+    assert (r["iotlb_sync_maps"], r["inv_range"], r["inv_pages"], r["inv_syncs"]) == (1, 4, 4, 2)
+    assert r["inv_submits"] == r["inv_traps"] == 6
+    spec = models.resolve("amd-vi-viommu")
+    assert spec.vendor.effective_flush(spec.params, "lazy", (6, 12))[0] == "strict"
+
+
+def test_amd_every_power_of_two_page_is_one_tlb_entry(trace_file):
+    evs = [api_map(0, 0, 0x10000, 0x10000)] + [ac(1 + i, ts.NO_HANDLE, iova=0x10000 + i * 4096)
+                                                 for i in range(16)]
+    f = trace_file(evs)
+    amd, vtd = simulate(f, model="amd-vi-v1"), simulate(f)
+    assert (amd["iotlb_misses"], amd["iotlb_hits"]) == (1, 15)  # one 64K page, 16 replicated PTEs
+    assert vtd["iotlb_misses"] == 16
+
+
+def test_amd_large_page_over_an_empty_table_frees_it_after_a_flush(trace_file):
+    f = trace_file([api_map(0, 0, 0x200000, 4096), api_unmap(1, 0, 4096),
+                    api_map(2, 1, 0x200000, 1 << 21)])
+    r = simulate(f, model="amd-vi-v1")
+    # free_clear_pte puts the level-1 table on the freelist; the map flushes, then frees it
+    assert (r["superpage_switches"], r["pt_pages_freed"], r["inv_range"]) == (1, 1, 2)
+
+
+@pytest.mark.parametrize("model, overrides, cmds, submits", [
+    ("arm-smmuv3", [], 16, 1),                        # one TLBI per 4K granule, one CMD_SYNC
+    ("arm-smmuv3", ["smmu.cmdq_batch=4"], 16, 4),     # full batches go out unsynced
+    ("arm-smmuv3-ril", [], 1, 1),                     # NUM 1 << SCALE 4: one range command
+])
+def test_smmu_tlbi_per_granule_or_range(trace_file, model, overrides, cmds, submits):
+    f = trace_file([api_map(0, 0, 0x100000, 0x10000, paddr=0x3001000), api_unmap(1, 0, 0x10000)])
+    r = simulate(f, overrides=overrides, model=model)
+    assert (r["inv_range"], r["inv_pages"], r["inv_syncs"], r["inv_submits"]) == (cmds, 16, 1, submits)
+
+
+def test_smmu_ril_splits_ranges_by_scale(trace_file):
+    # 33 pages: NUM 1 at SCALE 0, then NUM 1 at SCALE 5
+    f = trace_file([api_map(0, 0, 0x100000, 33 * 4096, paddr=0x3001000), api_unmap(1, 0, 33 * 4096)])
+    assert simulate(f, model="arm-smmuv3-ril")["inv_range"] == 2
+
+
+def test_smmu_removing_a_table_flushes_the_walk_and_frees_it_at_once(trace_file):
+    # 2M of 4K pages under one table; unmapping the 2M block entry removes the
+    # table: a non-leaf flush of 512 granules, no leaf entries gathered
+    f = trace_file([api_map(0, 0, 0x200000, 1 << 21, paddr=0x3001000), api_unmap(1, 0, 1 << 21)])
+    r = simulate(f, model="arm-smmuv3")
+    assert (r["inv_range"], r["inv_syncs"], r["iotlb_syncs"]) == (512, 1, 1)
+    assert (r["pt_pages_freed"], r["pt_pages_pending_peak"]) == (1, 0)
+
+
+def test_smmu_granules_set_levels_and_table_sizes(trace_file):
+    f = trace_file([mp(0, 0, size=4096), ac(1, 0), um(2, 0)])
+    r4 = simulate(f, model="arm-smmuv3")
+    r64 = simulate(f, model="arm-smmuv3", overrides=["pagetable.granule=65536",
+                                                     "pagetable.pgsizes=[65536, 536870912]"])
+    assert r4["pt_bytes_peak"] == 4 * 4096                      # 4 levels of 4K tables
+    # 3 levels: 64K tables under a 64-entry top level, rounded up to a page
+    assert r64["pt_bytes_peak"] == 2 * 65536 + 4096
+    assert r64["lookups"] == 1 and r64["walk_reads"] <= 3
+
+
+def test_s390_rpcit_tables_and_shadowing(trace_file):
+    f = trace_file([mp(0, 0), ac(1, 0), um(2, 0), mp(3, 1), um(4, 1)])
+    r = simulate(f, model="s390")
+    assert (r["inv_range"], r["inv_submits"], r["inv_traps"], r["iotlb_sync_maps"]) == (2, 2, 0, 0)
+    assert r["pt_pages_freed"] == 0
+    assert r["pt_bytes_peak"] == 16384 + 16384 + 4096           # 2K page table rounded to a page
+    sub = simulate(f, model="s390", overrides=["pagetable.subpage_tables=true"])
+    assert sub["pt_bytes_peak"] == 16384 + 16384 + 2048
+    zvm = simulate(f, model="s390-zvm")
+    assert (zvm["inv_range"], zvm["inv_traps"], zvm["iotlb_sync_maps"]) == (4, 4, 2)
+    spec = models.resolve("s390-zvm")
+    assert spec.vendor.effective_flush(spec.params, "lazy", (6, 12))[0] == "lazy-single"
+
+
+@pytest.mark.parametrize("kernel, submits", [('"6.12"', 1), ('"6.6"', 2)])
+def test_vtd_device_tlb_descriptors_batched_since_6_12(trace_file, kernel, submits):
+    f = trace_file([mp(0, 0), um(1, 0)])
+    r = simulate(f, overrides=["device.ats=true", f"kernel={kernel}"])
+    assert (r["inv_range"], r["inv_dev"], r["inv_submits"], r["inv_syncs"]) == (1, 1, submits, submits)
+
+
+def test_none_is_the_untranslated_baseline(trace_file):
+    f = trace_file([mp(0, 0), ac(1, 0), um(2, 0)])
+    r = simulate(f, "lazy", model="none")
+    assert (r["maps"], r["accesses"], r["lookups"], r["pt_pages_alloc"], r["inv_cost_ns"]) == (1, 1, 0, 0, 0)
+
+
+@pytest.mark.parametrize("policy", ["lru", "round-robin", "random"])
+def test_replacement_policies_are_deterministic(trace_file, policy):
+    evs = [mp(0, h, size=4096, paddr=(h + 1) << 12) for h in range(40)]
+    evs += [ac(1 + i, (i * 7) % 40) for i in range(400)]
+    f = trace_file(evs)
+    ov = [f'iotlb.policy="{policy}"', "iotlb.entries=16", "iotlb.ways=16"]
+    a, b = simulate(f, overrides=ov), simulate(f, overrides=ov)
+    assert a == b and a["iotlb_hits"] + a["iotlb_misses"] == 400
+
+
+def test_run_prints_the_hardware_counter_view(trace_file, tmp_path):
+    f = trace_file([mp(0, 0), ac(1, 0), um(2, 0)])
+    r = CliRunner().invoke(app, ["run", str(f), "--model", "amd-vi-v1", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "AMD perf iommu" in r.output and "mem_iommu_tlb_pte_mis" in r.output
+    import polars as pl
+    row = pl.read_parquet(next(tmp_path.glob("*.parquet"))).row(0, named=True)
+    assert json.loads(row["hw_counters"])["mem_trans_total"] == 1
+
+
+def test_model_files_must_name_known_parameters(tmp_path):
+    (tmp_path / "mine.toml").write_text('inherits = "arm-smmuv3"\nfamily = "smmuv3"\n[smmu]\nril = true\n'
+                                        'tlb_entries = 3\n')
+    r = CliRunner().invoke(app, ["models", "show", "mine", "--models-dir", str(tmp_path)])
+    assert r.exit_code == 2 and "unknown parameter(s) smmu.tlb_entries" in r.output
+
+
+def test_builtin_models_ship_in_the_wheel(tmp_path):
+    """Build the wheel, import harness from it (no checkout models/ next to
+    it) and find every built-in model."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path),
+                    str(ROOT)], check=True, cwd=tmp_path)
+    wheel = next(tmp_path.glob("iommu_harness-*.whl"))
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    code = "from harness import models; print(models.BUILTIN_DIR); print(len(models.available()))"
+    env = dict(os.environ, PYTHONPATH=str(site))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=tmp_path, check=True).stdout.split()
+    assert out[0].startswith(str(site)) and int(out[1]) == len(models.available())
+
+
+def test_third_party_family_plugs_in_through_the_entry_point(tmp_path, trace_file):
+    """A family registered under iommu_harness.vendors is found by name."""
+    (tmp_path / "myfam.py").write_text(
+        "from harness.vendors.vtd import *  # noqa\n"
+        "from harness.vendors.vtd import PARAMS, hardware_params, effective_flush, gfp_ignored, cost_params\n")
+    dist = tmp_path / "myfam-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: myfam\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[iommu_harness.vendors]\nmyfam = myfam\n")
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    (models_dir / "my-iommu.toml").write_text('inherits = "intel-vtd-legacy"\nfamily = "myfam"\n')
+    f = trace_file([mp(0, 0), um(1, 0)])
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(f), "--model", "my-iommu",
+                        "--models-dir", str(models_dir), "-q", "--out", str(tmp_path / "res")],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    import polars as pl
+    row = pl.read_parquet(next((tmp_path / "res").glob("*.parquet"))).row(0, named=True)
+    assert (row["family"], row["inv_range"]) == ("myfam", 1)
