@@ -41,6 +41,7 @@ CORE_DEFAULTS = {
     "mem.min_watermark_bytes": 64 << 20,
     "mem.jitter_bytes": 0,
     "mem.seed": 1,
+    "cache.seed": 1,
     "iova.reserved": [],
     "iova.direct": [],
     "iova.mag_size": 127,
@@ -63,6 +64,7 @@ CORE_SOURCES = {
     "mem.jitter_bytes": "other activity: each allocation sees free memory lower by a seeded uniform "
                         "draw below this",
     "mem.seed": "seed of the jitter draws (splitmix64)",
+    "cache.seed": "seed of random cache replacement (iotlb.policy / psc.policy = \"random\", splitmix64)",
     "iova.reserved": "IOMMU_RESV_MSI/RESERVED regions [start, end] (bytes) reserved in every iovad",
     "iova.direct": "IOMMU_RESV_DIRECT regions [start, end]: reserved and identity-mapped at attach",
     "fq.size": "drivers/iommu/dma-iommu.c IOVA_DEFAULT_FQ_SIZE (v6.7)",

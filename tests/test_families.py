@@ -146,6 +146,9 @@ def test_replacement_policies_are_deterministic(trace_file, policy):
     ov = [f'iotlb.policy="{policy}"', "iotlb.entries=16", "iotlb.ways=16"]
     a, b = simulate(f, overrides=ov), simulate(f, overrides=ov)
     assert a == b and a["iotlb_hits"] + a["iotlb_misses"] == 400
+    if policy == "random":
+        c = simulate(f, overrides=ov + ["cache.seed=99"])
+        assert c["iotlb_hits"] != a["iotlb_hits"]
 
 
 def test_run_prints_the_hardware_counter_view(trace_file, tmp_path):

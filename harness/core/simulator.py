@@ -115,6 +115,7 @@ class Simulator:
         self.effective_flush, self.flush_reason = params.flush, params.why
         self.S = state.new(params.P, num_cpus, params.resv)
         self.S.G[L.G_RNG] = spec.params["mem.seed"]
+        self.S.G[L.G_CACHE_RNG] = spec.params["cache.seed"]
         self._dev_keys = np.zeros(0, np.uint32)
         self._dev_dom = np.zeros(0, np.int64)
 

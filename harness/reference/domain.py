@@ -76,7 +76,7 @@ class Reference:
         self.pages = Pages(self.c, P[L.P_MEM_FREE], P[L.P_MEM_ATOMIC_FLOOR], P[L.P_MEM_JITTER],
                            spec.params["mem.seed"])
         self.timers = Timers()
-        self.hw = Hardware(P, self.c)
+        self.hw = Hardware(P, self.c, spec.params["cache.seed"])
         self.geo = Geometry(P)
         self.gs = P[L.P_GRANULE_SHIFT]
         self.domains = {}

@@ -86,12 +86,12 @@ class Hardware:
     """IOTLB tagged (domain, order, vpn); walk caches per level tagged
     (domain, key); the family's commands on top."""
 
-    def __init__(self, P, c):
+    def __init__(self, P, c, seed):
         self.P, self.c = P, c
         self.family = P[L.P_FAMILY]
         self.levels = P[L.P_LEVELS]
         self.pshift = {lv: P[L.P_LVL_PSHIFT + lv] for lv in range(1, self.levels + 1)}
-        self.rng = Rng()
+        self.rng = Rng(seed)
         self.tlb = Cache(P[L.P_IOTLB_SETS], P[L.P_IOTLB_WAYS], P[L.P_IOTLB_POLICY], self.rng)
         self.psc = {lv: Cache(P[L.P_PSC_SETS + lv], P[L.P_PSC_WAYS + lv], P[L.P_PSC_POLICY], self.rng)
                     for lv in range(2, self.levels + 1) if P[L.P_PSC_WAYS + lv]}
