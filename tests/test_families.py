@@ -204,3 +204,32 @@ def test_third_party_family_plugs_in_through_the_entry_point(tmp_path, trace_fil
     import polars as pl
     row = pl.read_parquet(next((tmp_path / "res").glob("*.parquet"))).row(0, named=True)
     assert (row["family"], row["inv_range"]) == ("myfam", 1)
+
+
+@pytest.mark.parametrize("model, iova, pages, cmds, covered", [
+    ("intel-vtd-legacy", 0x1000, 3, 1, 4),    # PSI mask 2: the 4-page block at 0
+    ("amd-vi-v1", 0x3000, 5, 1, 8),           # msb_diff 14: the 32K block at 0
+    ("arm-smmuv3-ril", 0x100000, 35, 2, 35),  # NUM 3 at SCALE 0, then NUM 1 at SCALE 5
+    ("arm-smmuv3", 0x100000, 35, 35, 35),     # one TLBI per 4K granule
+    ("s390", 0x1000, 3, 1, 3),                # one RPCIT over the range
+])
+def test_one_unmap_pattern_per_family(trace_file, model, iova, pages, cmds, covered):
+    size = pages * 4096
+    f = trace_file([api_map(0, 0, iova, size, paddr=0x3001000), api_unmap(1, 0, size)])
+    r = simulate(f, model=model)
+    assert (r["inv_range"], r["inv_pages"], r["inv_all"]) == (cmds, covered, 0)
+
+
+@pytest.mark.parametrize("name", sorted(models.available()))
+def test_every_model_runs_nic_rx_strict_and_lazy(tmp_path_factory, name):
+    from harness.trace import synth
+    path = tmp_path_factory.getbasetemp() / "nic-small.arrow"
+    if not path.exists():
+        synth.nic_rx(path, packets=3000, queues=2, ring=64, seed=2)
+    for flush in ("strict", "lazy"):
+        r = simulate(path, flush, "kernel", model=name)
+        assert r["maps"] >= r["unmaps"] >= 3000 and r["accesses"] >= 3000
+        if name == "none":
+            assert r["lookups"] == r["inv_cost_ns"] == r["pt_pages_alloc"] == 0
+        else:
+            assert r["lookups"] > 0 and r["inv_cost_ns"] > 0
