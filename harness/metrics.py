@@ -25,6 +25,9 @@ COUNTERS = (
            "IOTLB invalidation (0 in strict mode)"),
     Metric("iotlb_hits", "translations", "IOTLB lookups that hit"),
     Metric("iotlb_misses", "translations", "IOTLB lookups that missed and walked the page table"),
+    Metric("utlb_hits", "translations", "lookups served by the device's micro-TLB (utlb.entries > 0; "
+           "counted in iotlb_hits too)"),
+    Metric("utlb_misses", "translations", "micro-TLB misses that went on to the main IOTLB"),
     Metric("psc_l2_hits", "lookups", "walk-cache hits on level-2 entries (VT-d PDE cache, AMD PDE cache, SMMU level-2 walk cache)"),
     Metric("psc_l2_misses", "lookups", "walk-cache misses on level-2 entries"),
     Metric("psc_l3_hits", "lookups", "walk-cache hits on level-3 entries (VT-d PDPE cache)"),

@@ -233,3 +233,16 @@ def test_every_model_runs_nic_rx_strict_and_lazy(tmp_path_factory, name):
             assert r["lookups"] == r["inv_cost_ns"] == r["pt_pages_alloc"] == 0
         else:
             assert r["lookups"] > 0 and r["inv_cost_ns"] > 0
+
+
+def test_smmu_micro_tlb_serves_repeats_before_the_main_tlb(trace_file):
+    evs = [api_map(0, 0, 0x100000, 4 * 4096, paddr=0x3001000)]
+    evs += [ac(1 + i, ts.NO_HANDLE, iova=0x100000 + (i % 4) * 4096) for i in range(40)]
+    evs += [api_unmap(50, 0, 4 * 4096), ac(51, ts.NO_HANDLE, iova=0x100000)]
+    f = trace_file(evs)
+    r = simulate(f, model="arm-smmuv3")
+    # 4 cold misses walk and fill both; 36 repeats hit the 32-entry micro-TLB;
+    # the unmap's TLBIs reach it, so the last access faults
+    assert (r["utlb_hits"], r["utlb_misses"], r["iotlb_misses"], r["faults"]) == (36, 5, 5, 1)
+    off = simulate(f, model="arm-smmuv3", overrides=["utlb.entries=0"])
+    assert (off["utlb_hits"], off["iotlb_hits"], off["iotlb_misses"]) == (0, 36, 5)

@@ -12,6 +12,11 @@ Walk caches hold non-leaf entries per level (VT-d spec 6.2.4 PDE/PDPE/PML4E/
 PML5E caches; AMD PDE cache; SMMUv3 walk cache). Tag: key = the 4 KiB page
 number >> the level's entry span, plus the domain id.
 
+An optional per-device micro-TLB (gem5 src/dev/arm/smmu_v3_deviceifc.cc:
+the device interface's fully associative uTLB, consulted before the SMMU's
+main TLB and filled from it or from the walk) holds the same entries; every
+invalidation reaches it too.
+
 A lookup that hits an entry whose PTE has been cleared (marked stale at
 unmap while its invalidation is deferred) is a stale hit.
 """
@@ -28,8 +33,8 @@ def _tag(o, pfn):
 
 
 @njit(cache=True, inline="always")
-def lookup(S, d, pfn):
-    """Returns 0 miss, 1 hit, 2 stale hit for the 4 KiB page pfn."""
+def _main_lookup(S, d, pfn):
+    """(0 miss, 1 hit, 2 stale hit; order of the entry) in the main IOTLB."""
     sets = S.tlb_tag.shape[0]
     orders = S.G[L.G_IOTLB_ORDERS]
     while orders:
@@ -39,8 +44,61 @@ def lookup(S, d, pfn):
         w = cache.lookup(S.tlb_tag, S.tlb_dom, S.tlb_stamp, s, S.tlb_tag.shape[1], _tag(o, pfn), d,
                          S.G, S.P[L.P_IOTLB_POLICY])
         if w >= 0:
-            return 2 if S.tlb_stale[s, w] else 1
-    return 0
+            return (2 if S.tlb_stale[s, w] else 1), o
+    return 0, 0
+
+
+@njit(cache=True, inline="always")
+def lookup(S, d, pfn):
+    """Returns 0 miss, 1 hit, 2 stale hit for the 4 KiB page pfn."""
+    if S.P[L.P_UTLB_ENTRIES] == 0:
+        return _main_lookup(S, d, pfn)[0]
+    return _utlb_then_main(S, d, pfn)
+
+
+@njit(cache=True, inline="always")
+def _utlb_then_main(S, d, pfn):
+    """Micro-TLB row d (the device's; fully associative, no domain tag: the
+    tag array stands in for its own domain column), then the main IOTLB."""
+    orders = S.P[L.P_PGSIZE_BITMAP] >> 12
+    while orders:
+        o = bits.ffs0(orders)
+        orders &= orders - 1
+        w = cache.lookup(S.utlb_tag, S.utlb_tag, S.utlb_stamp, d, S.utlb_tag.shape[1], _tag(o, pfn),
+                         _tag(o, pfn), S.G, S.P[L.P_IOTLB_POLICY])
+        if w >= 0:
+            S.C[L.C_UTLB_HITS] += 1
+            return 2 if S.utlb_stale[d, w] else 1
+    S.C[L.C_UTLB_MISSES] += 1
+    r, o = _main_lookup(S, d, pfn)
+    if r:
+        _utlb_fill(S, d, pfn, o, r == 2)
+    return r
+
+
+@njit(cache=True, inline="always")
+def _utlb_fill(S, d, pfn, o, stale):
+    t = _tag(o, pfn)
+    w, _ = cache.fill(S.utlb_tag, S.utlb_tag, S.utlb_stamp, d, S.utlb_tag.shape[1], t, t, S.G,
+                      S.P[L.P_IOTLB_POLICY])
+    S.utlb_stale[d, w] = stale
+
+
+@njit(cache=True)
+def _utlb_apply(S, d, pfn, npages, action):
+    """Invalidate (0) or mark stale (1) device d's micro-TLB entries
+    overlapping the range; npages < 0: all of them."""
+    for w in range(S.utlb_tag.shape[1]):
+        t = S.utlb_tag[d, w]
+        if t == -1:
+            continue
+        o = t & 63
+        lo = (t >> 6) << o
+        if npages < 0 or (lo < pfn + npages and pfn < lo + (1 << o)):
+            if action == 0:
+                S.utlb_tag[d, w] = -1
+            else:
+                S.utlb_stale[d, w] = 1
 
 
 @njit(cache=True, inline="always")
@@ -64,6 +122,8 @@ def fill(S, d, pfn, o):
         _count(S, evicted & 63, -1)
     _count(S, o, 1)
     S.tlb_stale[s, w] = 0
+    if S.P[L.P_UTLB_ENTRIES]:
+        _utlb_fill(S, d, pfn, o, False)
 
 
 @njit(cache=True, inline="always")
@@ -90,6 +150,8 @@ def range_apply(S, d, pfn, npages, action):
     """Invalidate (action 0) or mark stale (1) domain d's entries overlapping
     4 KiB pages [pfn, pfn + npages). Probes the sets a range can live in when
     that is cheaper than scanning every way; both give the same result."""
+    if S.P[L.P_UTLB_ENTRIES]:
+        _utlb_apply(S, d, pfn, npages, action)
     sets, ways = S.tlb_tag.shape
     if npages > sets:
         for s in range(sets):
@@ -111,6 +173,8 @@ def range_apply(S, d, pfn, npages, action):
 
 @njit(cache=True)
 def invalidate_domain(S, d):
+    if S.P[L.P_UTLB_ENTRIES]:
+        _utlb_apply(S, d, 0, -1, 0)
     sets, ways = S.tlb_tag.shape
     for s in range(sets):
         for w in range(ways):

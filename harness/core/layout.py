@@ -50,7 +50,8 @@ P_LVL_BYTES = 48       # + level: bytes the allocator hands out for such a table
 P_PSC_SETS = 55        # + level (2..6)
 P_PSC_WAYS = 62        # + level (2..6)
 P_PSC_BASE = 69        # + level (2..6): first row of that level in the walk-cache arrays
-NUM_PARAMS = 76
+P_UTLB_ENTRIES = 76    # per-device micro-TLB in front of the IOTLB (gem5 SMMUv3); 0: none
+NUM_PARAMS = 77
 MAX_LEVELS = 6
 
 FAMILY_NONE = 0

@@ -14,7 +14,8 @@ from harness.metrics import NUM_COUNTERS
 
 State = namedtuple("State", (
     "P C G D H pt pt_bytes pt_charged pt_free nodes node_free mags mag_len mag_next mag_free "
-    "rc fq fqh gather stack resv tlb_tag tlb_dom tlb_stamp tlb_stale psc_tag psc_dom psc_stamp"))
+    "rc fq fqh gather stack resv tlb_tag tlb_dom tlb_stamp tlb_stale psc_tag psc_dom psc_stamp "
+    "utlb_tag utlb_stamp utlb_stale"))
 
 
 def _stack(cap, first=0):
@@ -57,7 +58,10 @@ def new(P, ncpu, resv):
         tlb_stamp=np.zeros((sets, ways), np.int64),
         tlb_stale=np.zeros((sets, ways), np.uint8),
         psc_tag=np.full((rows, psc_ways), -1, np.int64), psc_dom=np.zeros((rows, psc_ways), np.int64),
-        psc_stamp=np.zeros((rows, psc_ways), np.int64))
+        psc_stamp=np.zeros((rows, psc_ways), np.int64),
+        utlb_tag=np.zeros((0, P[L.P_UTLB_ENTRIES]), np.int64),
+        utlb_stamp=np.zeros((0, P[L.P_UTLB_ENTRIES]), np.int64),
+        utlb_stale=np.zeros((0, P[L.P_UTLB_ENTRIES]), np.uint8))
 
 
 def _grow_rows(a, rows, fill=0):
@@ -76,7 +80,9 @@ def ensure_domains(S, n):
     D[old:, L.D_FQ_TIMER] = L.NEVER
     for k in range(L.IOVA_RANGE_CACHE_MAX_SIZE):
         D[old:, L.D_DEPOT_TIMER + k] = L.NEVER
-    return S._replace(D=D, rc=_grow_rows(S.rc, n), fq=_grow_rows(S.fq, n), fqh=_grow_rows(S.fqh, n))
+    return S._replace(D=D, rc=_grow_rows(S.rc, n), fq=_grow_rows(S.fq, n), fqh=_grow_rows(S.fqh, n),
+                      utlb_tag=_grow_rows(S.utlb_tag, n, -1), utlb_stamp=_grow_rows(S.utlb_stamp, n),
+                      utlb_stale=_grow_rows(S.utlb_stale, n))
 
 
 def ensure_handles(S, n):

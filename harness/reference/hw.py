@@ -96,16 +96,45 @@ class Hardware:
         self.psc = {lv: Cache(P[L.P_PSC_SETS + lv], P[L.P_PSC_WAYS + lv], P[L.P_PSC_POLICY], self.rng)
                     for lv in range(2, self.levels + 1) if P[L.P_PSC_WAYS + lv]}
         self.orders = {}  # order -> live IOTLB entries
+        self.utlb_n = P[L.P_UTLB_ENTRIES]
+        self.utlb = {}  # device domain -> its micro-TLB (one fully associative set)
+        bitmap = P[L.P_PGSIZE_BITMAP] >> 12
+        self.page_orders = [o for o in range(64) if bitmap >> o & 1]
 
     # -- caches ---------------------------------------------------------------
-    def tlb_lookup(self, d, pfn):
+    def _main_lookup(self, d, pfn):
         for o in sorted(k for k, n in self.orders.items() if n):
             vpn = pfn >> o
             st = self.tlb.sets[vpn % self.tlb.nsets]
             tag = (d, o, vpn)
             if self.tlb.lookup(vpn % self.tlb.nsets, tag):
-                return 2 if st[tag] else 1
-        return 0
+                return (2 if st[tag] else 1), o
+        return 0, 0
+
+    def _utlb(self, d):
+        if d not in self.utlb:
+            self.utlb[d] = Cache(1, self.utlb_n, self.P[L.P_IOTLB_POLICY], self.rng)
+        return self.utlb[d]
+
+    def tlb_lookup(self, d, pfn):
+        if not self.utlb_n:
+            return self._main_lookup(d, pfn)[0]
+        u = self._utlb(d)
+        for o in self.page_orders:
+            tag = (o, pfn >> o)
+            if u.lookup(0, tag):
+                self.c["utlb_hits"] += 1
+                return 2 if u.sets[0][tag] else 1
+        self.c["utlb_misses"] += 1
+        r, o = self._main_lookup(d, pfn)
+        if r:
+            self._utlb_fill(d, o, pfn, r == 2)
+        return r
+
+    def _utlb_fill(self, d, o, pfn, stale):
+        u = self._utlb(d)
+        u.fill(0, (o, pfn >> o))
+        u.sets[0][(o, pfn >> o)] = stale
 
     def tlb_fill(self, d, pfn, o):
         vpn = pfn >> o
@@ -113,6 +142,14 @@ class Hardware:
         if evicted is not None:
             self.orders[evicted[1]] -= 1
         self.orders[o] = self.orders.get(o, 0) + 1
+        if self.utlb_n:
+            self._utlb_fill(d, o, pfn, False)
+
+    def _utlb_overlapping(self, d, pfn, npages):
+        u = self.utlb.get(d)
+        for _, (o, vpn) in list(u.entries()) if u else []:
+            if vpn << o < pfn + npages and pfn < (vpn << o) + (1 << o):
+                yield u, (o, vpn)
 
     def psc_lookup(self, d, level, pfn):
         key = pfn >> self.pshift[level]
@@ -132,10 +169,14 @@ class Hardware:
                 yield s, (dd, o, vpn)
 
     def mark_stale(self, d, pfn, npages):
+        for u, tag in self._utlb_overlapping(d, pfn, npages):
+            u.sets[0][tag] = True
         for s, tag in self._tlb_overlapping(d, pfn, npages):
             self.tlb.sets[s][tag] = True
 
     def invalidate_domain(self, d):
+        for u, tag in list(self._utlb_overlapping(d, 0, 1 << 62)):
+            u.remove(0, tag)
         for s, tag in list(self.tlb.entries()):
             if tag[0] == d:
                 self.tlb.remove(s, tag)
@@ -146,6 +187,8 @@ class Hardware:
                     cache.remove(s, tag)
 
     def invalidate_range(self, d, pfn, npages, walk):
+        for u, tag in list(self._utlb_overlapping(d, pfn, npages)):
+            u.remove(0, tag)
         for s, tag in list(self._tlb_overlapping(d, pfn, npages)):
             self.tlb.remove(s, tag)
             self.orders[tag[1]] -= 1

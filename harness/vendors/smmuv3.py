@@ -14,6 +14,11 @@ iotlb_sync); with RIL (ARM_SMMU_FEAT_RANGE_INV) commands of NUM (1..32) <<
 without a sync; arm_smmu_cmdq_batch_submit() closes the call with one
 CMD_SYNC. ATS masters get a CMD_ATC_INV over the range, in its own batch
 (arm_smmu_atc_inv_domain). flush_iotlb_all: TLBI_NH_ASID / TLBI_S12_VMALL.
+io-pgtable-arm gathers only the leaf entries an unmap clears; a chunk whose
+entries are all removed tables adds nothing (a chunk mixing both is gathered
+whole, a slight over-count). Stage 2 changes the command names (TLBI_S2_IPA,
+TLBI_S12_VMALL), not their counts. A per-device micro-TLB (utlb.entries, gem5's
+device-interface uTLB) sits in front of the main TLB.
 """
 
 from numba import njit
@@ -25,7 +30,7 @@ from harness.vendors import common
 
 PARAMS = ("pagetable.granule", "pagetable.ias", "pagetable.stage", "pagetable.pgsizes",
           *common.CACHE_PARAMS, "psc.l2_entries", "psc.l2_ways", "psc.l3_entries", "psc.l3_ways",
-          *common.COST_PARAMS, "smmu.ril", "smmu.cmdq_batch", "device.ats")
+          "utlb.entries", *common.COST_PARAMS, "smmu.ril", "smmu.cmdq_batch", "device.ats")
 
 CMDQ_TLBI_RANGE_NUM_MAX = 31
 BLOCKS = {4096: (4096, 1 << 21, 1 << 30), 16384: (16384, 1 << 25), 65536: (65536, 1 << 29)}
@@ -112,6 +117,9 @@ def hardware_params(spec, P, kernel):
     if P[L.P_CMD_BATCH] < 1:
         raise HarnessError(f"model parameter smmu.cmdq_batch = {P[L.P_CMD_BATCH]}: expected >= 1")
     P[L.P_ATS] = int(spec["device.ats"])
+    P[L.P_UTLB_ENTRIES] = spec["utlb.entries"]
+    if P[L.P_UTLB_ENTRIES] < 0:
+        raise HarnessError(f"model parameter utlb.entries = {P[L.P_UTLB_ENTRIES]}: expected >= 0")
     return (1 << ias) - 1
 
 
