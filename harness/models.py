@@ -112,6 +112,8 @@ class ModelSpec:
             key = key.strip()
             if not sep:
                 raise HarnessError(f"--set {item!r}: expected key=value")
+            if key not in params and key in OPTIONAL:
+                params[key] = 0  # a walk cache the model leaves out
             if key not in params:
                 raise HarnessError(f"--set {key}: unknown parameter of model {self.name} "
                                    f"(see `iommu-harness models show {self.name}`)")

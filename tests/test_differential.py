@@ -103,6 +103,8 @@ PARAM_SETS = {
     "no-pci32": (VTD, ["iova.pci_32bit_first=false", "pagetable.levels=5", "psc.l5_entries=2",
                        "psc.l5_ways=2", "iotlb.entries=16", "iotlb.ways=16"]),
     "amd-v1": ("amd-vi-v1", ["pagetable.levels=4", "fq.size=5", "device.ats=true", "iotlb.entries=16"]),
+    "amd-v1-grow": ("amd-vi-v1", ["iova.pci_32bit_first=false", "memcg.limit_bytes=49152",
+                                  "psc.l4_entries=2", "psc.l4_ways=1", "fq.size=3"]),
     "amd-v2": ("amd-vi-v2", ["memcg.limit_bytes=40960", "iotlb.policy=\"round-robin\""]),
     "amd-npcache": ("amd-vi-viommu", ["pagetable.levels=5", "iotlb.entries=8", "iotlb.ways=8",
                                       "mem.free_bytes=60000", "mem.jitter_bytes=9000"]),

@@ -246,3 +246,15 @@ def test_smmu_micro_tlb_serves_repeats_before_the_main_tlb(trace_file):
     assert (r["utlb_hits"], r["utlb_misses"], r["iotlb_misses"], r["faults"]) == (36, 5, 5, 1)
     off = simulate(f, model="arm-smmuv3", overrides=["utlb.entries=0"])
     assert (off["utlb_hits"], off["iotlb_hits"], off["iotlb_misses"]) == (0, 36, 5)
+
+
+def test_amd_v1_domains_grow_levels_as_iovas_climb(trace_file):
+    # 3 levels reach 512 GiB; an IOVA at 2^48 needs 5 (increase_address_space twice)
+    f = trace_file([api_map(0, 0, 0x1000, 4096), ac(1, ts.NO_HANDLE, iova=0x1000),
+                    api_map(2, 1, 1 << 48, 4096), ac(3, ts.NO_HANDLE, iova=1 << 48),
+                    ac(4, ts.NO_HANDLE, iova=1 << 58)])
+    r = simulate(f, model="amd-vi-v1", overrides=["psc.l2_entries=0", "psc.l3_entries=0"])
+    # tables: root and 2 below for 0x1000; 2 new roots; 4 below the root for 2^48
+    assert r["pt_pages_alloc"] == 3 + 2 + 4
+    # walks: 3 levels, then 5; 2^58 lies beyond 5 levels: a fault with one read
+    assert (r["walk_reads"], r["faults"]) == (3 + 5 + 1, 1)

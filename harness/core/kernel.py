@@ -61,7 +61,8 @@ def _init_domain(S, d):
         gfp, charge = L.GFP_KERNEL_ACCOUNT, 1
     else:
         gfp, charge = L.GFP_KERNEL, 0
-    S.D[d, L.D_ROOT] = pages.alloc(S, gfp, charge, S.P[L.P_LEVELS])
+    S.D[d, L.D_LEVELS] = S.P[L.P_INIT_LEVELS]
+    S.D[d, L.D_ROOT] = pages.alloc(S, gfp, charge, S.D[d, L.D_LEVELS])
     iova.init_domain(S, d)
     for r in range(S.resv.shape[0]):
         gs = S.P[L.P_GRANULE_SHIFT]
@@ -284,7 +285,7 @@ def _translate(S, d, pfn):
     if pfn > S.P[L.P_APERTURE_PFN]:  # beyond the address width: fault, no walk
         S.C[L.C_FAULTS] += 1
         return
-    levels = S.P[L.P_LEVELS]
+    levels = S.D[d, L.D_LEVELS]
     start = levels + 1
     for level in range(2, levels + 1):
         if S.P[L.P_PSC_WAYS + level] == 0:

@@ -11,7 +11,7 @@ globals().update({f"C_{name.upper()}": idx for name, idx in COUNTER_INDEX.items(
 
 # Model/run parameters (int64 vector P).
 P_FAMILY = 0           # FAMILY_*: the vendor dispatch of invalidation and sync_map
-P_LEVELS = 1           # page-table levels
+P_LEVELS = 1           # page-table levels (the most a domain grows to)
 P_PGSIZE_BITMAP = 2    # domain->pgsize_bitmap
 P_GRANULE_SHIFT = 3    # log2 of the smallest page size: the IOVA and translation granule
 P_APERTURE_PFN = 4     # last 4 KiB IOVA page the domain translates (address width)
@@ -51,7 +51,8 @@ P_PSC_SETS = 55        # + level (2..6)
 P_PSC_WAYS = 62        # + level (2..6)
 P_PSC_BASE = 69        # + level (2..6): first row of that level in the walk-cache arrays
 P_UTLB_ENTRIES = 76    # per-device micro-TLB in front of the IOTLB (gem5 SMMUv3); 0: none
-NUM_PARAMS = 77
+P_INIT_LEVELS = 77     # levels a new domain starts with (AMD v1: 3, grown up to P_LEVELS)
+NUM_PARAMS = 78
 MAX_LEVELS = 6
 
 FAMILY_NONE = 0
@@ -123,7 +124,8 @@ D_DEPOT = 12           # + size class: depot head magazine (-1 empty)
 D_DEPOT_SIZE = 18      # + size class
 D_DEPOT_TIMER = 24     # + size class: depot worker deadline
 D_READY = 30           # the domain exists (allocated at the device's first event)
-NUM_DOMAIN_FIELDS = 31
+D_LEVELS = 31          # levels of the domain's table now (its root's level)
+NUM_DOMAIN_FIELDS = 32
 
 IOVA_RANGE_CACHE_MAX_SIZE = 6  # rcache size classes: 1..32 pages
 

@@ -77,7 +77,7 @@ def _descend(S, d, pfn, target, gfp, charge):
     an allocation fails (a charge over the memory-cgroup limit, or a GFP_ATOMIC
     table under memory pressure)."""
     t = S.D[d, L.D_ROOT]
-    for level in range(S.P[L.P_LEVELS], target, -1):
+    for level in range(S.D[d, L.D_LEVELS], target, -1):
         i = _idx(S, pfn, level)
         e = S.pt[t, i]
         if e < 0:
@@ -201,6 +201,8 @@ def iommu_map(S, d, iova, paddr, size, gfp, charge):
     caller then unmaps those bytes: iommu_map() does on error)."""
     bitmap = S.P[L.P_PGSIZE_BITMAP]
     done = 0
+    if S.D[d, L.D_LEVELS] < S.P[L.P_LEVELS] and not _grow(S, d, (iova + size - 1) >> 12, gfp, charge):
+        return 0
     while size:
         pgsize, count = iommu_pgsize(bitmap, iova, paddr, size)
         chunk = pgsize * count
@@ -214,6 +216,29 @@ def iommu_map(S, d, iova, paddr, size, gfp, charge):
         size -= chunk
         done += chunk
     return -1
+
+
+@njit(cache=True)
+def _grow(S, d, last_pfn, gfp, charge):
+    """AMD v1 increase_address_space(): while the domain's levels do not reach
+    last_pfn, a new root one level up takes the old root as entry 0 (the
+    device-table update that follows is not an IOTLB command). False when the
+    allocation fails."""
+    while S.D[d, L.D_LEVELS] < S.P[L.P_LEVELS]:
+        top = S.D[d, L.D_LEVELS]
+        if last_pfn >> S.P[L.P_LVL_PSHIFT + top] < S.P[L.P_LVL_ENTRIES + top]:
+            return True
+        size = S.P[L.P_LVL_BYTES + top + 1]
+        if charge and S.P[L.P_MEMCG_LIMIT] and S.G[L.G_CHARGED] + size > S.P[L.P_MEMCG_LIMIT]:
+            return False
+        if gfp == L.GFP_ATOMIC and S.P[L.P_MEM_FREE] and pages.atomic_fails(S, size):
+            S.C[L.C_GFP_ATOMIC_FAILURES] += 1
+            return False
+        root = pages.alloc(S, gfp, charge, top + 1)
+        S.pt[root, 0] = S.D[d, L.D_ROOT]
+        S.D[d, L.D_ROOT] = root
+        S.D[d, L.D_LEVELS] = top + 1
+    return True
 
 
 @njit(cache=True)
@@ -233,7 +258,7 @@ def _clear_range(S, d, start_pfn, last_pfn, fl):
     (level, table, pfn, index) visiting entries in the kernel's order; what
     happens to a table the range covers is the format's (P_PT_UNMAP).
     Returns the leaf entries cleared."""
-    top = S.P[L.P_LEVELS]
+    top = S.D[d, L.D_LEVELS]
     tspan = S.P[L.P_LVL_PSHIFT + 2]
     if last_pfn - start_pfn < (1 << tspan) - 1 and start_pfn >> tspan == last_pfn >> tspan:
         # Within one level-1 table and covering no whole entry above level 1:
@@ -285,7 +310,7 @@ def leaf_span(S, d, pfn):
     """pfn_to_dma_pte() with target level 0: 4 KiB pages of the entry where the
     walk stops (a leaf's page, or the span of a non-present entry)."""
     t = S.D[d, L.D_ROOT]
-    for level in range(S.P[L.P_LEVELS], 0, -1):
+    for level in range(S.D[d, L.D_LEVELS], 0, -1):
         e = S.pt[t, _idx(S, pfn, level)]
         if e < 0:
             return 1 << (-e - 1)
@@ -309,9 +334,13 @@ def unmap_pages(S, d, iova, size, fl):
 
 @njit(cache=True, inline="always")
 def walk(S, d, pfn):
-    """Hardware page walk: (stop level, leaf order + 1, or 0 when not present)."""
+    """Hardware page walk: (stop level, leaf order + 1, or 0 when not present
+    or beyond what the domain's levels translate)."""
+    top = S.D[d, L.D_LEVELS]
+    if pfn >> S.P[L.P_LVL_PSHIFT + top] >= S.P[L.P_LVL_ENTRIES + top]:
+        return top, 0
     t = S.D[d, L.D_ROOT]
-    for level in range(S.P[L.P_LEVELS], 0, -1):
+    for level in range(top, 0, -1):
         e = S.pt[t, _idx(S, pfn, level)]
         if e == 0:
             return level, 0

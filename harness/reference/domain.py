@@ -54,7 +54,7 @@ class Domain:
             root_gfp = (L.GFP_KERNEL_ACCOUNT, True)
         else:
             root_gfp = (L.GFP_KERNEL, False)
-        self.pt = PageTable(sim.geo, sim.pages, *root_gfp, P[L.P_PT_UNMAP])
+        self.pt = PageTable(sim.geo, sim.pages, *root_gfp, P[L.P_PT_UNMAP], P[L.P_INIT_LEVELS])
         self.iovad = IovaDomain(sim.ncpu, P[L.P_MAG_SIZE], bool(P[L.P_PCI32]),
                                 P[L.P_DEPOT_DELAY], sim.c, sim.timers, d, P[L.P_DMA32_PFN])
         single = P[L.P_FLUSH] == L.FLUSH_LAZY_SINGLE
@@ -169,6 +169,8 @@ class Reference:
         """Bytes of whole chunks mapped before an -ENOMEM, or -1 on success."""
         pt, geo = self.domains[d].pt, self.geo
         done = 0
+        if not pt.grow((iova + size - 1) >> 12, gfp, charged, self.P[L.P_MEMCG_LIMIT]):
+            return 0
         while size:
             pgsize, count = iommu_pgsize(self.bitmap, iova, paddr, size)
             order = pgsize.bit_length() - 13
@@ -407,7 +409,7 @@ class Reference:
         if pfn > self.P[L.P_APERTURE_PFN]:
             self.c["faults"] += 1
             return
-        levels = self.hw.levels
+        levels = self.domains[d].pt.levels
         start = levels + 1
         for level in range(2, levels + 1):
             if level not in self.hw.psc:

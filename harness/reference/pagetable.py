@@ -123,12 +123,30 @@ def iommu_pgsize(bitmap, iova, paddr, size):
 
 
 class PageTable:
-    def __init__(self, geo, pages, root_gfp, root_charged, unmap_policy):
+    def __init__(self, geo, pages, root_gfp, root_charged, unmap_policy, levels):
         self.geo = geo
-        self.levels = geo.levels
+        self.levels = levels  # grows up to geo.levels (AMD v1)
         self.pages = pages
         self.policy = unmap_policy
-        self.root = self.alloc(geo.levels, root_gfp, root_charged)
+        self.root = self.alloc(levels, root_gfp, root_charged)
+
+    def reaches(self, pfn):
+        return pfn >> self.geo.pshift[self.levels] < self.geo.entries[self.levels]
+
+    def grow(self, last_pfn, gfp, charged, limit):
+        """increase_address_space(): False when the new root cannot be had."""
+        while self.levels < self.geo.levels and not self.reaches(last_pfn):
+            size = self.geo.bytes[self.levels + 1]
+            if charged and limit and self.pages.charged + size > limit:
+                return False
+            if gfp == GFP_ATOMIC and self.pages.atomic_fails(size):
+                self.pages.c["gfp_atomic_failures"] += 1
+                return False
+            root = self.alloc(self.levels + 1, gfp, charged)
+            root.e[0] = self.root
+            self.root = root
+            self.levels += 1
+        return True
 
     def alloc(self, level, gfp, charged):
         return self.pages.alloc(gfp, charged, self.geo.entries[level], self.geo.bytes[level])
@@ -156,6 +174,8 @@ class PageTable:
 
     def walk(self, pfn):
         """(stop level, leaf order + 1 or 0)."""
+        if not self.reaches(pfn):
+            return self.levels, 0
         t = self.root
         for level in range(self.levels, 0, -1):
             e = t.e[self.geo.idx(pfn, level)]

@@ -103,9 +103,9 @@ def effective_flush(spec, requested, kernel):
 
 
 def hardware_params(spec, P, kernel):
-    """v1: levels set the aperture (the kernel starts at 3 and grows the table
-    with increase_address_space(); a model fixes the depth its IOVAs need);
-    v2: 4 or 5 levels of the x86 format."""
+    """v1: a domain starts with 3 levels (v1_alloc_pgtable: PAGE_MODE_3_LEVEL)
+    and grows up to pagetable.levels as maps reach higher IOVAs
+    (increase_address_space); v2: 4 or 5 levels of the x86 format."""
     version = common.choice(spec, "pagetable.version", (1, 2))
     P[L.P_FAMILY] = L.FAMILY_AMDVI
     if version == 1:
@@ -115,6 +115,8 @@ def hardware_params(spec, P, kernel):
         levels = common.choice(spec, "pagetable.levels", (4, 5))
         allowed = (4096, 1 << 21, 1 << 30)
     width = common.geometry(P, levels, 12, [9] * levels)
+    if version == 1:
+        P[L.P_INIT_LEVELS] = 3
     bitmap = common.pgsize_bitmap(spec, allowed, f"AMD v{version}")
     if not bitmap & 4096:
         raise HarnessError("model parameter pagetable.pgsizes: must include 4096")
@@ -123,7 +125,9 @@ def hardware_params(spec, P, kernel):
     P[L.P_PT_UNMAP] = L.PT_UNMAP_KEEP
     P[L.P_VIRT] = int(spec["amdvi.np_cache"])
     P[L.P_ATS] = int(spec["device.ats"])
-    return (1 << min(width, 64)) - 1
+    # IOVAs are int64 in the kernel loop: the top 2 bits stay clear so an access
+    # past a mapping near the top cannot overflow
+    return (1 << min(width, 62)) - 1
 
 
 def gfp_ignored(kernel):

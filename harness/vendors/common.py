@@ -33,6 +33,7 @@ def geometry(P, levels, granule_shift, level_bits, subpage=False):
     """Fill the page-table geometry: level_bits[i] = index bits of level i + 1;
     entry spans follow from the granule and the bits of the levels below."""
     P[L.P_LEVELS] = levels
+    P[L.P_INIT_LEVELS] = levels
     P[L.P_GRANULE_SHIFT] = granule_shift
     shift = granule_shift - 12
     for level in range(1, levels + 1):

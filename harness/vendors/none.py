@@ -21,7 +21,7 @@ def hardware_params(spec, P, kernel):
     P[L.P_IOTLB_SETS] = P[L.P_IOTLB_WAYS] = 1
     for level in range(2, L.MAX_LEVELS + 1):
         P[L.P_PSC_SETS + level] = 1
-    return (1 << 64) - 1
+    return (1 << 62) - 1  # int64 IOVAs, as amdvi
 
 
 def gfp_ignored(kernel):
