@@ -154,7 +154,7 @@ def run(
 
     spec = models.resolve(model, models_dir).with_overrides(set_)
     if not quiet and not kernel_cached():
-        err.print("compiling the simulation kernel (first run only, about a minute)...")
+        err.print("compiling the simulation kernel (first run only, about two minutes)...")
     with TraceReader(trace) as reader:
         sim = Simulator(spec, flush, gfp, reader.num_cpus)
         show = not quiet and err.is_terminal

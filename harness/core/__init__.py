@@ -32,5 +32,5 @@ if "NUMBA_CACHE_DIR" not in os.environ:
 
 def kernel_cached():
     """Whether the compiled event loop is already in the cache (else the first
-    run compiles it, which takes about a minute)."""
+    run compiles it, which takes about two minutes)."""
     return any(Path(numba.config.CACHE_DIR).glob("*/kernel.run_batch-*.nbi"))
