@@ -93,10 +93,11 @@ def test_smmu_ril_splits_ranges_by_scale(trace_file):
 
 def test_smmu_removing_a_table_flushes_the_walk_and_frees_it_at_once(trace_file):
     # 2M of 4K pages under one table; unmapping the 2M block entry removes the
-    # table: a non-leaf flush of 512 granules, no leaf entries gathered
+    # table: a non-leaf flush of 512 granules, and the table freed at once
     f = trace_file([api_map(0, 0, 0x200000, 1 << 21, paddr=0x3001000), api_unmap(1, 0, 1 << 21)])
     r = simulate(f, model="arm-smmuv3")
-    assert (r["inv_range"], r["inv_syncs"], r["iotlb_syncs"]) == (512, 1, 1)
+    # then iotlb_sync: the removed table's entry was gathered too, one 2M TLBI
+    assert (r["inv_range"], r["inv_syncs"], r["iotlb_syncs"]) == (512 + 1, 2, 1)
     assert (r["pt_pages_freed"], r["pt_pages_pending_peak"]) == (1, 0)
 
 
@@ -258,3 +259,23 @@ def test_amd_v1_domains_grow_levels_as_iovas_climb(trace_file):
     assert r["pt_pages_alloc"] == 3 + 2 + 4
     # walks: 3 levels, then 5; 2^58 lies beyond 5 levels: a fault with one read
     assert (r["walk_reads"], r["faults"]) == (3 + 5 + 1, 1)
+    # each growth: INVALIDATE_DEVTAB_ENTRY + COMPLETION_WAIT; each unmap-free map: none
+    assert (r["inv_submits"], r["inv_syncs"]) == (2 * 2, 2)
+
+
+def test_smmu_stage2_concatenates_a_small_top_level(trace_file):
+    # ias 40, 4K granule: 4 levels with a 2-entry top, concatenated into 3 levels
+    f = trace_file([mp(0, 0), ac(1, 0), um(2, 0)])
+    s1 = simulate(f, model="arm-smmuv3", overrides=["pagetable.ias=40", "psc.l2_entries=0",
+                                                    "psc.l3_entries=0", "psc.l4_entries=0"])
+    s2 = simulate(f, model="arm-smmuv3", overrides=["pagetable.ias=40", "pagetable.stage=2",
+                                                    "psc.l2_entries=0", "psc.l3_entries=0",
+                                                    "psc.l4_entries=0"])
+    assert (s1["walk_reads"], s2["walk_reads"]) == (4, 3)
+    assert s2["pt_bytes_peak"] == 2 * 4096 + 1024 * 8  # 1024-entry concatenated top
+
+
+def test_addresses_from_2_62_are_rejected(trace_file, tmp_path):
+    f = trace_file([mp(0, 0, iova=(1 << 62) + 4096, flags=API)])
+    r = CliRunner().invoke(app, ["run", str(f)])
+    assert r.exit_code == 2 and "column 'iova'" in r.output and "2^62" in r.output

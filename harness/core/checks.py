@@ -7,6 +7,7 @@ from harness.trace import schema as ts
 MAX_HANDLES = 1 << 24
 MAX_ACCESS = 1 << 30
 MAX_MAP = 1 << 57
+MAX_ADDR = 1 << 62
 
 # (column, what was expected) per check; check() returns the index.
 CHECKS = (
@@ -18,8 +19,8 @@ CHECKS = (
     ("handle", f"expected < {MAX_HANDLES}: handles name live mappings and are reused after unmap"),
     ("ts", "expected non-decreasing timestamps (previous row: {prev})"),
     ("ts", "expected < 2^63"),
-    ("iova", "expected < 2^63"),
-    ("paddr", "expected < 2^63"),
+    ("iova", "expected < 2^62 (the largest modelled address space)"),
+    ("paddr", "expected < 2^62"),
     ("size", "expected at most 1 GiB per access (split larger transfers)"),
     ("size", "expected at most 2^57 bytes (the largest IOVA space)"),
     ("offset", "expected at most 2^57 bytes (the largest IOVA space)"),
@@ -46,9 +47,10 @@ def check(ts_, op, cpu, handle, iova, paddr, size, offset, flags, i, last_ts, nc
         return 7
     if ts_[i] < last_ts:
         return 6
-    if iova[i] < 0:
+    # below 2^62, iova/paddr plus size and offset (each at most 2^57) stay in int64
+    if iova[i] < 0 or iova[i] >= MAX_ADDR:
         return 8
-    if paddr[i] < 0:
+    if paddr[i] < 0 or paddr[i] >= MAX_ADDR:
         return 9
     if op[i] == ts.OP_ACCESS and size[i] > MAX_ACCESS:
         return 10

@@ -198,8 +198,8 @@ def _unmap_range(S, d, base, length, queued, g):
     it = base
     while it - base < length:
         pgsize, count = pagetable.iommu_pgsize(bitmap, it, it, length - (it - base))
-        got, leaves = pagetable.unmap_pages(S, d, it, pgsize * count, fl)
-        if not queued and (leaves or S.P[L.P_FAMILY] != L.FAMILY_SMMUV3):
+        got = pagetable.unmap_pages(S, d, it, pgsize * count, fl)
+        if not queued:
             flush.gather_add_page(S, d, g, it, got, pgsize)
         it += got
     return it

@@ -140,15 +140,16 @@ def _switch_to_super_page(S, d, start_pfn, end_pfn, level):
                 return
         i = _idx(S, start_pfn, level)
         e = S.pt[t, i]
-        if e != 0:
+        # io-pgtable-arm refuses a leaf in the way (arm_lpae_init_pte: -EEXIST):
+        # it stays, and the map counts an overlap
+        if e != 0 and not (fam == L.FAMILY_SMMUV3 and e < 0):
             if fam == L.FAMILY_AMDVI:
                 if e > 0:
                     S.C[L.C_SUPERPAGE_SWITCHES] += _release_subtree(S, e, level - 1, S.gather[6:9], True, 0)
-                S.gather[9] = 1  # updated: flush the mapped range afterwards
+                S.gather[9] = 1  # updated (free_clear_pte of a present entry): flush after the map
             elif fam == L.FAMILY_SMMUV3:
                 hw.flush_walk(S, d, start_pfn << 12, ((start_pfn + lvl_pages) << 12) - 1)
-                if e > 0:
-                    S.C[L.C_SUPERPAGE_SWITCHES] += _release_subtree(S, e, level - 1, S.gather[3:6], False, 0)
+                S.C[L.C_SUPERPAGE_SWITCHES] += _release_subtree(S, e, level - 1, S.gather[3:6], False, 0)
             else:
                 if e > 0:
                     S.C[L.C_SUPERPAGE_SWITCHES] += _release_subtree(S, e, level - 1, S.gather[3:6], False, 0)
@@ -221,9 +222,10 @@ def iommu_map(S, d, iova, paddr, size, gfp, charge):
 @njit(cache=True)
 def _grow(S, d, last_pfn, gfp, charge):
     """AMD v1 increase_address_space(): while the domain's levels do not reach
-    last_pfn, a new root one level up takes the old root as entry 0 (the
-    device-table update that follows is not an IOTLB command). False when the
-    allocation fails."""
+    last_pfn, a new root one level up takes the old root as entry 0, and the
+    device table is updated and flushed. False when the allocation fails. The
+    kernel grows page by page inside alloc_pte(); growing for the whole range
+    first differs only when an allocation fails part-way."""
     while S.D[d, L.D_LEVELS] < S.P[L.P_LEVELS]:
         top = S.D[d, L.D_LEVELS]
         if last_pfn >> S.P[L.P_LVL_PSHIFT + top] < S.P[L.P_LVL_ENTRIES + top]:
@@ -238,6 +240,7 @@ def _grow(S, d, last_pfn, gfp, charge):
         S.pt[root, 0] = S.D[d, L.D_ROOT]
         S.D[d, L.D_ROOT] = root
         S.D[d, L.D_LEVELS] = top + 1
+        hw.device_table_flush(S)
     return True
 
 
@@ -256,8 +259,7 @@ def _amd_map_flush(S, d, iova, size):
 def _clear_range(S, d, start_pfn, last_pfn, fl):
     """dma_pte_clear_level() from the root, as a loop over a frame stack
     (level, table, pfn, index) visiting entries in the kernel's order; what
-    happens to a table the range covers is the format's (P_PT_UNMAP).
-    Returns the leaf entries cleared."""
+    happens to a table the range covers is the format's (P_PT_UNMAP)."""
     top = S.D[d, L.D_LEVELS]
     tspan = S.P[L.P_LVL_PSHIFT + 2]
     if last_pfn - start_pfn < (1 << tspan) - 1 and start_pfn >> tspan == last_pfn >> tspan:
@@ -267,14 +269,10 @@ def _clear_range(S, d, start_pfn, last_pfn, fl):
         for level in range(top, 1, -1):
             t = S.pt[t, _idx(S, start_pfn, level)]
             if t <= 0:
-                return 0
-        leaves = 0
-        for i in range(_idx(S, start_pfn, 1), _idx(S, last_pfn, 1) + 1):
-            leaves += S.pt[t, i] != 0
-            S.pt[t, i] = 0
-        return leaves
+                return
+        S.pt[t, _idx(S, start_pfn, 1):_idx(S, last_pfn, 1) + 1] = 0
+        return
     policy = S.P[L.P_PT_UNMAP]
-    leaves = 0
     st = S.stack
     st[0, 0], st[0, 1], st[0, 2], st[0, 3] = top, S.D[d, L.D_ROOT], start_pfn, _idx(S, start_pfn, top)
     sp = 1
@@ -292,7 +290,6 @@ def _clear_range(S, d, start_pfn, last_pfn, fl):
             continue
         covered = start_pfn <= level_pfn and last_pfn >= level_pfn + span_ - 1
         if covered and (e < 0 or policy != L.PT_UNMAP_KEEP):
-            leaves += e < 0
             if e > 0:
                 if policy == L.PT_UNMAP_WALK:
                     hw.flush_walk(S, d, level_pfn << 12, ((level_pfn + span_) << 12) - 1)
@@ -302,7 +299,6 @@ def _clear_range(S, d, start_pfn, last_pfn, fl):
             child = max(start_pfn, level_pfn)
             st[sp, 0], st[sp, 1], st[sp, 2], st[sp, 3] = level - 1, e, child, _idx(S, child, level - 1)
             sp += 1
-    return leaves
 
 
 @njit(cache=True, inline="always")
@@ -323,13 +319,12 @@ def leaf_span(S, d, pfn):
 @njit(cache=True, inline="always")
 def unmap_pages(S, d, iova, size, fl):
     """intel_iommu_unmap() (and iommu_v1_unmap_pages: a page is unmapped
-    whole): returns the (possibly widened) size unmapped and the leaf entries
-    cleared (io-pgtable-arm gathers only those: a table it removes was
-    invalidated by the walk flush already)."""
+    whole): returns the (possibly widened) size unmapped."""
     lsize = leaf_span(S, d, iova >> 12) << 12
     if size < lsize:
         size = lsize
-    return size, _clear_range(S, d, iova >> 12, (iova + size - 1) >> 12, fl)
+    _clear_range(S, d, iova >> 12, (iova + size - 1) >> 12, fl)
+    return size
 
 
 @njit(cache=True, inline="always")

@@ -146,7 +146,7 @@ class Reference:
                 return updated
             i = geo.idx(start_pfn, level)
             e = t.e[i]
-            if e is not None:
+            if e is not None and not (fam == L.FAMILY_SMMUV3 and isinstance(e, Leaf)):
                 tables = subtables(e, level - 1) if isinstance(e, Table) else []
                 self.c["superpage_switches"] += len(tables)
                 if fam == L.FAMILY_AMDVI:
@@ -169,7 +169,7 @@ class Reference:
         """Bytes of whole chunks mapped before an -ENOMEM, or -1 on success."""
         pt, geo = self.domains[d].pt, self.geo
         done = 0
-        if not pt.grow((iova + size - 1) >> 12, gfp, charged, self.P[L.P_MEMCG_LIMIT]):
+        if not pt.grow((iova + size - 1) >> 12, gfp, charged, self.P[L.P_MEMCG_LIMIT], self.hw.amd_dte_flush):
             return 0
         while size:
             pgsize, count = iommu_pgsize(self.bitmap, iova, paddr, size)
@@ -331,9 +331,9 @@ class Reference:
         while it - base < length:
             pgsize, count = iommu_pgsize(self.bitmap, it, it, length - (it - base))
             size_ = max(pgsize * count, pt.leaf_span(it >> 12) << 12)
-            leaves = pt.clear_range(pt.root, pt.levels, 0, it >> 12, (it + size_ - 1) >> 12, g["fl"],
-                                    lambda a, b: self.hw.flush_walk(d, a, b))
-            if not queued and (leaves or self.P[L.P_FAMILY] != L.FAMILY_SMMUV3):
+            pt.clear_range(pt.root, pt.levels, 0, it >> 12, (it + size_ - 1) >> 12, g["fl"],
+                           lambda a, b: self.hw.flush_walk(d, a, b))
+            if not queued:
                 self.gather_add_page(d, g, it, size_, pgsize)
             it += size_
         return it

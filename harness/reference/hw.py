@@ -225,7 +225,7 @@ class Hardware:
             self.vtd_submit(1 + self.ats())
             self._count(inv_dev=self.ats())
         elif f == L.FAMILY_AMDVI:
-            self.amd_flush_pages(d, 0, 0x7FFFFFFFFFFFF000 - 1)
+            self.amd_flush_pages(d, 0, 0x7FFFFFFFFFFFFFFF - 1)
         elif f == L.FAMILY_SMMUV3:
             self._count(inv_all=1, inv_submits=1, inv_syncs=1)
             self.arm_atc()
@@ -278,8 +278,7 @@ class Hardware:
         self._count(inv_submits=n, inv_traps=n * self.virt())
 
     def amd_inv_pages(self, d, address, size):
-        pages = ((address & 4095) + size + 4095) >> 12
-        if pages == 1:
+        if (address & 4095) + size <= 4096:
             lo, npages, everything = address >> 12, 1, False
         else:
             msb_diff = ((address + size - 1) ^ address).bit_length() - 1
@@ -309,6 +308,10 @@ class Hardware:
                 size -= 1 << m
         self._count(inv_syncs=1)
         self.amd_queue(1)
+
+    def amd_dte_flush(self):
+        self._count(inv_syncs=1)
+        self.amd_queue(2)
 
     # SMMUv3
     def arm_submit(self, cmds):

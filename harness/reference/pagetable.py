@@ -133,7 +133,7 @@ class PageTable:
     def reaches(self, pfn):
         return pfn >> self.geo.pshift[self.levels] < self.geo.entries[self.levels]
 
-    def grow(self, last_pfn, gfp, charged, limit):
+    def grow(self, last_pfn, gfp, charged, limit, dte_flush):
         """increase_address_space(): False when the new root cannot be had."""
         while self.levels < self.geo.levels and not self.reaches(last_pfn):
             size = self.geo.bytes[self.levels + 1]
@@ -146,6 +146,7 @@ class PageTable:
             root.e[0] = self.root
             self.root = root
             self.levels += 1
+            dte_flush()
         return True
 
     def alloc(self, level, gfp, charged):
@@ -192,10 +193,8 @@ class PageTable:
         return 1 << (leaf - 1) if leaf else self.geo.span(level)
 
     def clear_range(self, t, level, pfn, start, last, fl, flush_walk):
-        """dma_pte_clear_level(), with the format's treatment of covered
-        tables; returns the leaf entries cleared."""
+        """dma_pte_clear_level(), with the format's treatment of covered tables."""
         geo = self.geo
-        leaves = 0
         pfn = max(start, pfn)
         span = geo.span(level)
         i = geo.idx(pfn, level)
@@ -205,7 +204,6 @@ class PageTable:
             if e is not None:
                 covered = start <= level_pfn and last >= level_pfn + span - 1
                 if covered and (isinstance(e, Leaf) or self.policy != L.PT_UNMAP_KEEP):
-                    leaves += isinstance(e, Leaf)
                     if isinstance(e, Table):
                         if self.policy == L.PT_UNMAP_WALK:
                             flush_walk(level_pfn << 12, ((level_pfn + span) << 12) - 1)
@@ -216,8 +214,8 @@ class PageTable:
                                 self.pages.free_now(sub)
                     t.e[i] = None
                 elif isinstance(e, Table):
-                    leaves += self.clear_range(e, level - 1, level_pfn, start, last, fl, flush_walk)
+                    self.clear_range(e, level - 1, level_pfn, start, last, fl, flush_walk)
             pfn = level_pfn + span
             i += 1
             if i == geo.entries[level] or pfn > last:
-                return leaves
+                return

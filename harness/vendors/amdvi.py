@@ -28,7 +28,7 @@ PARAMS = ("pagetable.version", "pagetable.levels", "pagetable.pgsizes", *common.
           "psc.l2_entries", "psc.l2_ways", "psc.l3_entries", "psc.l3_ways",
           *common.COST_PARAMS, "amdvi.np_cache", "device.ats")
 
-ALL_PAGES = 0x7FFFFFFFFFFFF000  # CMD_INV_IOMMU_ALL_PAGES_ADDRESS
+ALL_PAGES = 0x7FFFFFFFFFFFFFFF  # CMD_INV_IOMMU_ALL_PAGES_ADDRESS, the size flush_all passes
 
 
 @njit(cache=True, inline="always")
@@ -42,8 +42,7 @@ def _queue(S, n):
 @njit(cache=True)
 def _flush_pages(S, d, address, size):
     """__domain_flush_pages(): build_inv_address() then the commands."""
-    pages = ((address & 4095) + size + 4095) >> 12  # iommu_num_pages()
-    if pages == 1:
+    if (address & 4095) + size <= 4096:  # iommu_num_pages() == 1
         lo, npages, everything = address >> 12, 1, False
     else:
         msb_diff = bits.fls0((address + size - 1) ^ address)
@@ -82,6 +81,14 @@ def flush_pages(S, d, start, end):
             size -= 1 << m
     S.C[L.C_INV_SYNCS] += 1
     _queue(S, 1)
+
+
+@njit(cache=True)
+def update_and_flush_device_table(S):
+    """amd_iommu_update_and_flush_device_table() after a table grows a level:
+    INVALIDATE_DEVTAB_ENTRY for the device, then COMPLETION_WAIT."""
+    S.C[L.C_INV_SYNCS] += 1
+    _queue(S, 2)
 
 
 @njit(cache=True)

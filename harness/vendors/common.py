@@ -68,6 +68,8 @@ def caches(spec, P, levels):
     for level in range(2, L.MAX_LEVELS + 1):
         e = spec.get(f"psc.l{level}_entries", 0) if level <= levels else 0
         w = min(spec.get(f"psc.l{level}_ways", 1), e) if e else 0
+        if e and w < 1:
+            raise HarnessError(f"model parameter psc.l{level}_ways = {w}: expected >= 1")
         if e and e % w:
             raise HarnessError(f"model parameter psc.l{level}_entries = {e}: "
                                f"expected a multiple of psc.l{level}_ways = {w}")

@@ -41,6 +41,11 @@ def flush_all(S, d):
 
 
 @njit(cache=True)
+def device_table_flush(S):
+    amdvi.update_and_flush_device_table(S)
+
+
+@njit(cache=True)
 def flush_walk(S, d, start, end):
     """io_pgtable_tlb_flush_walk(): a freed table's span, walk caches included."""
     smmuv3.tlb_inv_range(S, d, start, end, 4096 << S.P[L.P_LVL_PSHIFT + 1], False)

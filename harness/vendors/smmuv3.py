@@ -14,10 +14,10 @@ iotlb_sync); with RIL (ARM_SMMU_FEAT_RANGE_INV) commands of NUM (1..32) <<
 without a sync; arm_smmu_cmdq_batch_submit() closes the call with one
 CMD_SYNC. ATS masters get a CMD_ATC_INV over the range, in its own batch
 (arm_smmu_atc_inv_domain). flush_iotlb_all: TLBI_NH_ASID / TLBI_S12_VMALL.
-io-pgtable-arm gathers only the leaf entries an unmap clears; a chunk whose
-entries are all removed tables adds nothing (a chunk mixing both is gathered
-whole, a slight over-count). Stage 2 changes the command names (TLBI_S2_IPA,
-TLBI_S12_VMALL), not their counts. A per-device micro-TLB (utlb.entries, gem5's
+__arm_lpae_unmap() gathers every entry it clears, removed tables included
+(v6.10 "Optimise non-coherent unmap"; earlier kernels gathered leaves only).
+Stage 2 uses TLBI_S2_IPA / TLBI_S12_VMALL and concatenates a top level of at
+most 16 entries into the next (arm_64_lpae_alloc_pgtable_s2). A per-device micro-TLB (utlb.entries, gem5's
 device-interface uTLB) sits in front of the main TLB.
 """
 
@@ -104,6 +104,8 @@ def hardware_params(spec, P, kernel):
     bpl = pg_shift - 3
     levels = -(-(ias - pg_shift) // bpl)
     top = ias - pg_shift - bpl * (levels - 1)
+    if spec["pagetable.stage"] == 2 and levels == 4 and top <= 4:
+        levels, top = 3, top + bpl  # PGD concatenation
     P[L.P_FAMILY] = L.FAMILY_SMMUV3
     common.geometry(P, levels, pg_shift, [bpl] * (levels - 1) + [top])
     bitmap = common.pgsize_bitmap(spec, BLOCKS[granule], f"{granule >> 10}K-granule")

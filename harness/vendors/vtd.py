@@ -134,6 +134,8 @@ def hardware_params(spec, P, kernel):
     common.caches(spec, P, levels)
     P[L.P_PT_UNMAP] = L.PT_UNMAP_FREELIST
     P[L.P_MAX_RANGE] = spec["inv.mamv"]
+    if not 0 <= P[L.P_MAX_RANGE] <= MAX_AGAW_PFN_WIDTH:
+        raise HarnessError(f"model parameter inv.mamv = {P[L.P_MAX_RANGE]}: expected 0..52")
     P[L.P_CMD_BATCH] = spec["inv.batch"] if kernel >= (6, 12) else 1
     if P[L.P_CMD_BATCH] < 1:
         raise HarnessError(f"model parameter inv.batch = {P[L.P_CMD_BATCH]}: expected >= 1")
