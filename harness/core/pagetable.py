@@ -202,8 +202,11 @@ def iommu_map(S, d, iova, paddr, size, gfp, charge):
     caller then unmaps those bytes: iommu_map() does on error)."""
     bitmap = S.P[L.P_PGSIZE_BITMAP]
     done = 0
-    if S.D[d, L.D_LEVELS] < S.P[L.P_LEVELS] and not _grow(S, d, (iova + size - 1) >> 12, gfp, charge):
-        return 0
+    top = S.D[d, L.D_LEVELS]
+    last_pfn = (iova + size - 1) >> 12
+    if last_pfn >> S.P[L.P_LVL_PSHIFT + top] >= S.P[L.P_LVL_ENTRIES + top]:
+        if not _grow(S, d, last_pfn, gfp, charge):  # the call only when the table must grow
+            return 0
     while size:
         pgsize, count = iommu_pgsize(bitmap, iova, paddr, size)
         chunk = pgsize * count
