@@ -3,8 +3,7 @@
 Gather (include/linux/iommu.h, v6.12): iommu_iotlb_gather_add_page() syncs
 early when a page is disjoint from the gathered range or of another size;
 iommu_iotlb_sync() hands the range to the driver and resets the gather.
-Gather array g: start, end, pgsize, freelist (tables, bytes, charged bytes);
-g[6:9] is the freelist of tables a map replaced (AMD), g[9] its flag.
+Gather array g: layout.GA_* (start, end, pgsize, freelist).
 
 Flush queues (drivers/iommu/dma-iommu.c, v6.7+): per domain and CPU (or one
 per domain, the single queue for hypervisors that shadow tables) a ring of
@@ -26,7 +25,7 @@ from harness.core import pages
 from harness.core import timers
 from harness.vendors import hw
 
-G_START, G_END, G_PGSIZE, G_FL = 0, 1, 2, 3
+G_START, G_END, G_PGSIZE, G_FL = L.GA_START, L.GA_END, L.GA_PGSIZE, L.GA_FL
 
 
 @njit(cache=True, inline="always")

@@ -223,3 +223,31 @@ def psc_fill(S, d, level, pfn):
     key = pfn >> S.P[L.P_LVL_PSHIFT + level]
     cache.fill(S.psc_tag, S.psc_dom, S.psc_stamp, _psc_row(S, level, key), ways, key, d, S.G,
                S.P[L.P_PSC_POLICY])
+
+
+@njit(cache=True, inline="always")
+def range_command(S, d, pfn, npages, walk):
+    """One range invalidation command covering npages 4 KiB pages from pfn:
+    the IOTLB entries in it go, and the walk caches' too when walk is set."""
+    S.C[L.C_INV_RANGE] += 1
+    S.C[L.C_INV_PAGES] += npages
+    range_apply(S, d, pfn, npages, 0)
+    if walk:
+        psc_invalidate_range(S, d, pfn, npages)
+
+
+@njit(cache=True, inline="always")
+def all_command(S, d):
+    """One domain-wide invalidation command."""
+    S.C[L.C_INV_ALL] += 1
+    invalidate_domain(S, d)
+
+
+@njit(cache=True, inline="always")
+def dev_command(S):
+    """The device-TLB (ATC) command that follows for an ATS device: returns
+    the commands it adds, 0 or 1."""
+    if S.P[L.P_ATS]:
+        S.C[L.C_INV_DEV] += 1
+        return 1
+    return 0

@@ -144,6 +144,17 @@ HS_MAPPED = 1
 HS_UNMAPPED = 2
 HS_FAILED = 3          # the map returned an error
 
+# Gather array (S.gather): the iotlb gather, then the freelist of tables a map
+# replaced (AMD alloc_pte -> free_clear_pte) and the map's "updated" flag.
+# A freelist is three slots: tables, bytes, charged bytes.
+GA_START = 0
+GA_END = 1
+GA_PGSIZE = 2
+GA_FL = 3
+GA_MAP_FL = 6
+GA_MAP_UPDATED = 9
+GATHER_LEN = 10
+
 # Flush-queue entry fields (fq[domain, cpu, slot, field]).
 FQ_NODE = 0
 FQ_PAGES = 1

@@ -131,6 +131,7 @@ def _switch_to_super_page(S, d, start_pfn, end_pfn, level):
     flushed once the map is done. io-pgtable-arm (arm_lpae_init_pte ->
     __arm_lpae_unmap): walk invalidation of the entry's span, then free."""
     fam = S.P[L.P_FAMILY]
+    map_fl = S.gather[L.GA_MAP_FL:L.GA_MAP_FL + 3]
     lvl_pages = span(S, level)
     t = -1
     while start_pfn <= end_pfn:
@@ -143,16 +144,14 @@ def _switch_to_super_page(S, d, start_pfn, end_pfn, level):
         # io-pgtable-arm refuses a leaf in the way (arm_lpae_init_pte: -EEXIST):
         # it stays, and the map counts an overlap
         if e != 0 and not (fam == L.FAMILY_SMMUV3 and e < 0):
-            if fam == L.FAMILY_AMDVI:
-                if e > 0:
-                    S.C[L.C_SUPERPAGE_SWITCHES] += _release_subtree(S, e, level - 1, S.gather[6:9], True, 0)
-                S.gather[9] = 1  # updated (free_clear_pte of a present entry): flush after the map
-            elif fam == L.FAMILY_SMMUV3:
+            if fam == L.FAMILY_SMMUV3:
                 hw.flush_walk(S, d, start_pfn << 12, ((start_pfn + lvl_pages) << 12) - 1)
-                S.C[L.C_SUPERPAGE_SWITCHES] += _release_subtree(S, e, level - 1, S.gather[3:6], False, 0)
-            else:
-                if e > 0:
-                    S.C[L.C_SUPERPAGE_SWITCHES] += _release_subtree(S, e, level - 1, S.gather[3:6], False, 0)
+            if e > 0:  # AMD lists the tables on the map freelist; the others free them at once
+                S.C[L.C_SUPERPAGE_SWITCHES] += _release_subtree(S, e, level - 1, map_fl,
+                                                                fam == L.FAMILY_AMDVI, 0)
+            if fam == L.FAMILY_AMDVI:
+                S.gather[L.GA_MAP_UPDATED] = 1  # free_clear_pte of a present entry: flush after the map
+            elif fam != L.FAMILY_SMMUV3:
                 hw.flush_range(S, d, start_pfn << 12, end_pfn << 12, 4096, True)
             S.pt[t, i] = 0
         start_pfn += lvl_pages
@@ -211,7 +210,7 @@ def iommu_map(S, d, iova, paddr, size, gfp, charge):
         pgsize, count = iommu_pgsize(bitmap, iova, paddr, size)
         chunk = pgsize * count
         ok = _domain_mapping(S, d, iova >> 12, chunk >> 12, bits.ffs0(pgsize) - 12, gfp, charge)
-        if S.gather[9]:
+        if S.gather[L.GA_MAP_UPDATED]:
             _amd_map_flush(S, d, iova, chunk)
         if not ok:
             return done
@@ -251,10 +250,10 @@ def _grow(S, d, last_pfn, gfp, charge):
 def _amd_map_flush(S, d, iova, size):
     """iommu_v1_map_pages(): a map that replaced PTEs flushes its range, then
     frees the replaced tables."""
-    S.gather[9] = 0
+    S.gather[L.GA_MAP_UPDATED] = 0
     hw.flush_range(S, d, iova, iova + size - 1, 4096, True)
-    pages.put_list(S, S.gather[6:9])
-    for k in range(6, 9):
+    pages.put_list(S, S.gather[L.GA_MAP_FL:L.GA_MAP_FL + 3])
+    for k in range(L.GA_MAP_FL, L.GA_MAP_FL + 3):
         S.gather[k] = 0
 
 

@@ -52,7 +52,7 @@ def new(P, ncpu, resv):
         rc=np.zeros((0, ncpu, L.IOVA_RANGE_CACHE_MAX_SIZE, 2), np.int64),
         fq=np.zeros((0, nq, P[L.P_FQ_SIZE], L.NUM_FQ_FIELDS), np.int64),
         fqh=np.zeros((0, nq, 2), np.int64),
-        gather=np.zeros(10, np.int64), stack=np.zeros((12, 4), np.int64),
+        gather=np.zeros(L.GATHER_LEN, np.int64), stack=np.zeros((12, 4), np.int64),
         resv=np.asarray(resv, np.int64).reshape(-1, 3),
         tlb_tag=np.full((sets, ways), -1, np.int64), tlb_dom=np.zeros((sets, ways), np.int64),
         tlb_stamp=np.zeros((sets, ways), np.int64),

@@ -219,18 +219,17 @@ class Hardware:
     def flush_all(self, d):
         self.c["flush_all"] += 1
         f = self.family
-        self.invalidate_domain(d)
-        if f == L.FAMILY_VTD:
-            self._count(inv_all=1)
-            self.vtd_submit(1 + self.ats())
-            self._count(inv_dev=self.ats())
-        elif f == L.FAMILY_AMDVI:
+        if f == L.FAMILY_AMDVI:
             self.amd_flush_pages(d, 0, 0x7FFFFFFFFFFFFFFF - 1)
+            return
+        self.all_cmd(d)
+        if f == L.FAMILY_VTD:
+            self.vtd_submit(1 + self.dev_cmd())
         elif f == L.FAMILY_SMMUV3:
-            self._count(inv_all=1, inv_submits=1, inv_syncs=1)
+            self.arm_submit(1)
             self.arm_atc()
         elif f == L.FAMILY_S390:
-            self._count(inv_all=1, inv_submits=1, inv_traps=self.virt())
+            self._count(inv_submits=1, inv_traps=self.virt())
 
     def flush_walk(self, d, start, end):
         self.arm_inv_range(d, start, end, 4096 << self.pshift[1], False)
@@ -250,8 +249,18 @@ class Hardware:
         elif f == L.FAMILY_S390:
             self.s390_refresh(d, iova, iova + size - 1)
 
-    def ats(self):
-        return int(bool(self.P[L.P_ATS]))
+    def range_cmd(self, d, pfn, npages, walk):
+        self._count(inv_range=1, inv_pages=npages)
+        self.invalidate_range(d, pfn, npages, walk)
+
+    def all_cmd(self, d):
+        self._count(inv_all=1)
+        self.invalidate_domain(d)
+
+    def dev_cmd(self):
+        n = int(bool(self.P[L.P_ATS]))
+        self._count(inv_dev=n)
+        return n
 
     def virt(self):
         return int(bool(self.P[L.P_VIRT]))
@@ -264,14 +273,10 @@ class Hardware:
     def vtd_flush_range(self, d, start, end, ih, devtlb):
         mask = psi_aligned_address(start, end)
         if mask > self.P[L.P_MAX_RANGE] and not self.P[L.P_FIRST_STAGE]:
-            self._count(inv_all=1)
-            self.invalidate_domain(d)
+            self.all_cmd(d)
         else:
-            self._count(inv_range=1, inv_pages=1 << mask)
-            self.invalidate_range(d, (start >> (12 + mask)) << mask, 1 << mask, not ih)
-        dev = int(devtlb) * self.ats()
-        self._count(inv_dev=dev)
-        self.vtd_submit(1 + dev)
+            self.range_cmd(d, (start >> (12 + mask)) << mask, 1 << mask, not ih)
+        self.vtd_submit(1 + (self.dev_cmd() if devtlb else 0))
 
     # AMD-Vi
     def amd_queue(self, n):
@@ -286,13 +291,10 @@ class Hardware:
             npages = (1 << (msb_diff + 1)) >> 12
             lo = (address >> 12) // npages * npages
         if everything:
-            self._count(inv_all=1)
-            self.invalidate_domain(d)
+            self.all_cmd(d)
         else:
-            self._count(inv_range=1, inv_pages=npages)
-            self.invalidate_range(d, lo, npages, True)
-        self._count(inv_dev=self.ats())
-        self.amd_queue(1 + self.ats())
+            self.range_cmd(d, lo, npages, True)
+        self.amd_queue(1 + self.dev_cmd())
 
     def amd_flush_pages(self, d, start, end):
         address, size = start, end - start + 1
@@ -318,8 +320,7 @@ class Hardware:
         self._count(inv_submits=-(-cmds // self.P[L.P_CMD_BATCH]), inv_syncs=1)
 
     def arm_atc(self):
-        if self.ats():
-            self._count(inv_dev=1)
+        if self.dev_cmd():
             self.arm_submit(1)
 
     def arm_inv_range(self, d, start, end, granule, leaf):
@@ -346,6 +347,5 @@ class Hardware:
 
     # s390
     def s390_refresh(self, d, start, end):
-        npages = ((end | 4095) - (start & ~4095) + 1) >> 12
-        self._count(inv_range=1, inv_pages=npages, inv_submits=1, inv_traps=self.virt())
-        self.invalidate_range(d, start >> 12, npages, True)
+        self.range_cmd(d, start >> 12, ((end | 4095) - (start & ~4095) + 1) >> 12, True)
+        self._count(inv_submits=1, inv_traps=self.virt())

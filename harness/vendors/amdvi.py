@@ -50,18 +50,10 @@ def _flush_pages(S, d, address, size):
         npages = (1 << (msb_diff + 1)) >> 12
         lo = (address >> 12) & ~(npages - 1)
     if everything:
-        S.C[L.C_INV_ALL] += 1
-        iotlb.invalidate_domain(S, d)
+        iotlb.all_command(S, d)
     else:
-        S.C[L.C_INV_RANGE] += 1
-        S.C[L.C_INV_PAGES] += npages
-        iotlb.range_apply(S, d, lo, npages, 0)
-        iotlb.psc_invalidate_range(S, d, lo, npages)
-    n = 1
-    if S.P[L.P_ATS]:
-        S.C[L.C_INV_DEV] += 1
-        n += 1
-    _queue(S, n)
+        iotlb.range_command(S, d, lo, npages, True)
+    _queue(S, 1 + iotlb.dev_command(S))
 
 
 @njit(cache=True)

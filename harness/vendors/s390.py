@@ -37,19 +37,14 @@ def _rpcit(S):
 @njit(cache=True)
 def refresh(S, d, start, end):
     """zpci_refresh_trans() of [start, end]."""
-    npages = ((end | 4095) - (start & ~4095) + 1) >> 12
-    S.C[L.C_INV_RANGE] += 1
-    S.C[L.C_INV_PAGES] += npages
-    iotlb.range_apply(S, d, start >> 12, npages, 0)
-    iotlb.psc_invalidate_range(S, d, start >> 12, npages)
+    iotlb.range_command(S, d, start >> 12, ((end | 4095) - (start & ~4095) + 1) >> 12, True)
     _rpcit(S)
 
 
 @njit(cache=True)
 def refresh_all(S, d):
     """zpci_refresh_all(): one RPCIT over the aperture."""
-    S.C[L.C_INV_ALL] += 1
-    iotlb.invalidate_domain(S, d)
+    iotlb.all_command(S, d)
     _rpcit(S)
 
 

@@ -47,8 +47,7 @@ def _submit(S, cmds):
 @njit(cache=True, inline="always")
 def _atc_inv(S):
     """arm_smmu_atc_inv_domain(): one CMD_ATC_INV per ATS master, synced."""
-    if S.P[L.P_ATS]:
-        S.C[L.C_INV_DEV] += 1
+    if iotlb.dev_command(S):
         _submit(S, 1)
 
 
@@ -82,8 +81,7 @@ def tlb_inv_range(S, d, start, end, granule, leaf):
 @njit(cache=True)
 def tlb_inv_context(S, d):
     """arm_smmu_tlb_inv_context(): ASID (stage 1) or VMID (stage 2) wide."""
-    S.C[L.C_INV_ALL] += 1
-    iotlb.invalidate_domain(S, d)
+    iotlb.all_command(S, d)
     _submit(S, 1)
     _atc_inv(S)
 

@@ -63,32 +63,18 @@ def flush_range(S, d, start, end, ih, devtlb):
     cache_tag_flush_range_np(), which skips device-TLB tags."""
     addr, mask = psi_aligned_address(start, end)
     if mask > S.P[L.P_MAX_RANGE] and not S.P[L.P_FIRST_STAGE]:
-        S.C[L.C_INV_ALL] += 1
-        iotlb.invalidate_domain(S, d)
+        iotlb.all_command(S, d)
     else:
-        S.C[L.C_INV_RANGE] += 1
-        S.C[L.C_INV_PAGES] += 1 << mask
-        iotlb.range_apply(S, d, addr >> 12, 1 << mask, 0)
-        if not ih:
-            iotlb.psc_invalidate_range(S, d, addr >> 12, 1 << mask)
-    descs = 1
-    if devtlb and S.P[L.P_ATS]:
-        S.C[L.C_INV_DEV] += 1
-        descs += 1
-    _submit(S, descs)
+        iotlb.range_command(S, d, addr >> 12, 1 << mask, not ih)
+    _submit(S, 1 + (iotlb.dev_command(S) if devtlb else 0))
 
 
 @njit(cache=True)
 def flush_all(S, d):
     """cache_tag_flush_all(): domain-selective (second stage) or PASID-selective
     (first stage) IOTLB invalidation, plus the device TLB."""
-    S.C[L.C_INV_ALL] += 1
-    iotlb.invalidate_domain(S, d)
-    descs = 1
-    if S.P[L.P_ATS]:
-        S.C[L.C_INV_DEV] += 1
-        descs += 1
-    _submit(S, descs)
+    iotlb.all_command(S, d)
+    _submit(S, 1 + iotlb.dev_command(S))
 
 
 @njit(cache=True)
