@@ -16,6 +16,8 @@ COUNTERS = (
     Metric("accesses", "events", "device access events"),
     Metric("lookups", "translations", "IOTLB lookups: one per 4 KiB IOVA page an access touches"),
     Metric("bytes_mapped", "bytes", "bytes requested by map events"),
+    Metric("sg_segments", "segments", "scatterlist segments of dma_map_sg lists (each list is one "
+           "map event: one IOVA range, one iotlb_sync_map)"),
     Metric("bytes_accessed", "bytes", "bytes moved by access events"),
     Metric("faults", "translations", "lookups that found no valid PTE (DMA remapping fault)"),
     Metric("late_accesses", "events", "accesses through a handle after its unmap"),

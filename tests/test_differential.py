@@ -27,7 +27,7 @@ SMALL = [1, 100, 2048, 4096, 5000, 3 * 4096]
 def build(seed, n, handles, p_api, p_late, big, ncpu):
     """A valid trace of n steps from a seeded generator: maps on free handles
     (DMA API with allocated or recorded IOVAs, IOMMU API at fixed IOVAs that
-    overlap and misalign), unmaps of live handles, accesses inside live
+    overlap and misalign; scatterlists), unmaps of live handles, accesses inside live
     mappings, late accesses after unmap, absolute-IOVA accesses, idle gaps."""
     rng = random.Random(seed)
     t, evs, live, seen = 0, [], {}, {}
@@ -52,8 +52,22 @@ def build(seed, n, handles, p_api, p_late, big, ncpu):
             elif how < p_api + 0.05:
                 iova = rng.choice(API_IOVAS) + (paddr & 4095)
             dev = 1 + rng.randrange(2)
-            evs.append(dict(ts=t, op=ts.OP_MAP, handle=h, size=size, paddr=paddr, cpu=cpu,
-                            flags=flags, device=dev, iova=iova))
+            if not flags & ts.FLAG_IOMMU_API and rng.random() < 0.15:
+                # dma_map_sg: 2-4 segments, some physically contiguous (merged runs)
+                segs = [(size, paddr)]
+                for _ in range(rng.randrange(1, 4)):
+                    s_size = rng.choice(SMALL + [64 << 10, 2 << 20])
+                    prev = segs[-1][1] // 4096 * 4096 + -(-(segs[-1][0] + segs[-1][1] % 4096) // 4096) * 4096
+                    segs.append((s_size, prev if rng.random() < 0.5 else
+                                 0x2_0000_0000 + rng.randrange(512) * 0x1000 + rng.randrange(2) * 0x800))
+                for k, (s_size, s_paddr) in enumerate(segs):
+                    more = ts.FLAG_SG_MORE if k < len(segs) - 1 else 0
+                    evs.append(dict(ts=t, op=ts.OP_MAP, handle=h, size=s_size, paddr=s_paddr,
+                                    cpu=cpu, flags=flags | more, device=dev, iova=iova if k == 0 else 0))
+                size = sum(s for s, _ in segs)
+            else:
+                evs.append(dict(ts=t, op=ts.OP_MAP, handle=h, size=size, paddr=paddr, cpu=cpu,
+                                flags=flags, device=dev, iova=iova))
             live[h] = seen[h] = (size, flags & ts.FLAG_IOMMU_API, dev)
         elif r < 0.55:
             if not live:

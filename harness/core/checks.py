@@ -14,7 +14,7 @@ CHECKS = (
     ("op", "expected 0 (map), 1 (unmap) or 2 (access)"),
     ("size", "expected > 0"),
     ("cpu", "expected < num_cpus = {ncpu} (schema metadata)"),
-    ("flags", "expected only bits 0-8"),
+    ("flags", "expected only bits 0-9"),
     ("handle", "expected a handle on a map/unmap"),
     ("handle", f"expected < {MAX_HANDLES}: handles name live mappings and are reused after unmap"),
     ("ts", "expected non-decreasing timestamps (previous row: {prev})"),
@@ -24,7 +24,12 @@ CHECKS = (
     ("size", "expected at most 1 GiB per access (split larger transfers)"),
     ("size", "expected at most 2^57 bytes (the largest IOVA space)"),
     ("offset", "expected at most 2^57 bytes (the largest IOVA space)"),
+    ("flags", "expected bit 9 (scatterlist continues) only on DMA-API maps"),
+    ("flags", "expected bit 9 (scatterlist continues) to be followed in the same record batch "
+              "by a map of the same handle, ts, cpu, device and flags"),
+    ("iova", "expected 0 on a scatterlist segment after the first (the list has one DMA address)"),
 )
+SG_UNSUPPORTED, SG_BROKEN, SG_IOVA = 13, 14, 15
 
 
 @njit(cache=True, inline="always")
@@ -58,4 +63,22 @@ def check(ts_, op, cpu, handle, iova, paddr, size, offset, flags, i, last_ts, nc
         return 11
     if offset[i] < 0 or offset[i] > MAX_MAP:
         return 12
+    if flags[i] & ts.FLAG_SG_MORE and (op[i] != ts.OP_MAP or flags[i] & ts.FLAG_IOMMU_API):
+        return SG_UNSUPPORTED
     return -1
+
+
+@njit(cache=True)
+def sg_end(ts_, op, cpu, device, handle, iova, flags, i):
+    """(last row, -1) of the scatterlist starting at row i, or (bad row, check)."""
+    same = flags[i] & ~ts.FLAG_SG_MORE
+    j = i
+    while flags[j] & ts.FLAG_SG_MORE:
+        j += 1
+        if (j == len(op) or op[j] != ts.OP_MAP or handle[j] != handle[i] or ts_[j] != ts_[i]
+                or cpu[j] != cpu[i] or device[j] != device[i]
+                or flags[j] & ~ts.FLAG_SG_MORE != same):
+            return j - 1, SG_BROKEN
+        if iova[j] != 0:
+            return j, SG_IOVA
+    return j, -1

@@ -18,6 +18,7 @@ from harness.trace import schema as ts
 
 FLAG_ATOMIC = ts.FLAG_ATOMIC
 FLAG_IOMMU_API = ts.FLAG_IOMMU_API
+FLAG_SG_MORE = ts.FLAG_SG_MORE
 NO_HANDLE = ts.NO_HANDLE
 OP_MAP = ts.OP_MAP
 OP_UNMAP = ts.OP_UNMAP
@@ -88,16 +89,21 @@ def _fire_timers(S, now):
 
 
 @njit(cache=True)
+def _unroll(S, d, base, length):
+    """iommu_unmap() of what a failed map had mapped: its own gather and sync."""
+    if length:
+        flush.gather_init(S.gather)
+        _unmap_range(S, d, base, length, False, S.gather)
+        flush.iotlb_sync(S, d, S.gather)
+
+
+@njit(cache=True)
 def _map_failed(S, d, cpu, h, base, length, k, done):
     """-ENOMEM in domain d + k after `done` bytes: iommu_map() unmaps what it
     mapped there and in the domains filled before; dma-iommu frees the IOVA."""
     S.C[L.C_MAP_ENOMEM] += 1
     for j in range(k + 1):
-        size_j = length if j < k else done
-        if size_j:
-            flush.gather_init(S.gather)
-            _unmap_range(S, d + j, base, size_j, False, S.gather)
-            flush.iotlb_sync(S, d + j, S.gather)
+        _unroll(S, d + j, base, length if j < k else done)
     if S.H[h, L.H_NODE] != -1:
         iova.free_iova_fast(S, d, cpu, S.H[h, L.H_NODE], S.H[h, L.H_PAGES])
 
@@ -126,6 +132,26 @@ def _unmap_api(S, d, h):
 
 
 @njit(cache=True, inline="always")
+def _dma_iova(S, d, cpu, h, iova_rec, off, length):
+    """Base IOVA of a DMA-API map of length bytes: allocated (recorded on the
+    handle) or the recorded DMA address less its page offset; -1 when the
+    allocation fails or the map is rejected."""
+    gs = S.P[L.P_GRANULE_SHIFT]
+    if iova_rec == 0:
+        n = iova.dma_alloc_iova(S, d, cpu, length >> gs)
+        if n == -1:
+            return -1
+        S.H[h, L.H_NODE] = n
+        S.H[h, L.H_PAGES] = length >> gs
+        return S.nodes[n, iova.LO] << gs
+    base = iova_rec - off
+    if (iova_rec & ((1 << gs) - 1)) != off or (base + length - 1) >> 12 > S.P[L.P_APERTURE_PFN]:
+        S.C[L.C_MAP_REJECTED] += 1  # misaligned, or beyond the aperture (-EFAULT)
+        return -1
+    return base
+
+
+@njit(cache=True, inline="always")
 def _map(S, d, cpu, h, iova_rec, paddr, size, flags):
     H = S.H
     if H[h, L.H_STATE] == L.HS_MAPPED:
@@ -137,8 +163,7 @@ def _map(S, d, cpu, h, iova_rec, paddr, size, flags):
     H[h, L.H_API] = 1 if flags & FLAG_IOMMU_API else 0
     H[h, L.H_STATE] = L.HS_FAILED
     H[h, L.H_DMA] = 0
-    gs = S.P[L.P_GRANULE_SHIFT]
-    gmask = (1 << gs) - 1
+    gmask = (1 << S.P[L.P_GRANULE_SHIFT]) - 1
     if flags & FLAG_IOMMU_API:
         off = 0
         length = size
@@ -150,24 +175,15 @@ def _map(S, d, cpu, h, iova_rec, paddr, size, flags):
         if (iova_rec | paddr | size) & (gmask):  # __iommu_map(): -EINVAL
             S.C[L.C_MAP_REJECTED] += 1
             return L.ST_DONE
+        if (base + length - 1) >> 12 > S.P[L.P_APERTURE_PFN]:  # intel_iommu_map(): -EFAULT
+            S.C[L.C_MAP_REJECTED] += 1
+            return L.ST_DONE
     else:
         off = paddr & gmask  # iova_offset()
         length = (size + off + gmask) & ~gmask  # iova_align()
-        if iova_rec == 0:
-            n = iova.dma_alloc_iova(S, d, cpu, length >> gs)
-            if n == -1:
-                return L.ST_DONE
-            base = S.nodes[n, iova.LO] << gs
-            H[h, L.H_NODE] = n
-            H[h, L.H_PAGES] = length >> gs
-        else:
-            if (iova_rec & gmask) != off:
-                S.C[L.C_MAP_REJECTED] += 1
-                return L.ST_DONE
-            base = iova_rec - off
-    if (base + length - 1) >> 12 > S.P[L.P_APERTURE_PFN]:  # intel_iommu_map(): -EFAULT
-        S.C[L.C_MAP_REJECTED] += 1
-        return L.ST_DONE
+        base = _dma_iova(S, d, cpu, h, iova_rec, off, length)
+        if base == -1:
+            return L.ST_DONE
     gfp, charge = _gfp(S, flags)
     before = S.C[L.C_PT_PAGES_ALLOC]
     done = pagetable.iommu_map(S, d, base, paddr - off, length, gfp, charge)
@@ -182,6 +198,66 @@ def _map(S, d, cpu, h, iova_rec, paddr, size, flags):
         S.C[L.C_GFP_BLOCKING_IN_ATOMIC] += S.C[L.C_PT_PAGES_ALLOC] - before
     if not ok:
         return L.ST_DONE
+    H[h, L.H_STATE] = L.HS_MAPPED
+    H[h, L.H_DMA] = base + off
+    H[h, L.H_BASE] = base
+    H[h, L.H_LEN] = length
+    return L.ST_DONE
+
+
+@njit(cache=True)
+def _map_sg(S, d, cpu, h, i, e, iova_, paddr, size, flags):
+    """dma_map_sg() of the list in rows i..e: iommu_dma_map_sg() (dma-iommu.c,
+    v6.12) gives every segment an aligned slot that keeps its page offset, one
+    IOVA allocation for them all; iommu_map_sg() maps each physically
+    contiguous run with one __iommu_map() and calls iotlb_sync_map once.
+    Padding to the segment boundary (4 GiB for PCI) is not modelled."""
+    H = S.H
+    if H[h, L.H_STATE] == L.HS_MAPPED:
+        return L.ST_MAP_LIVE
+    gmask = (1 << S.P[L.P_GRANULE_SHIFT]) - 1
+    total = 0
+    length = 0
+    for j in range(i, e + 1):
+        total += size[j]
+        length += (size[j] + (paddr[j] & gmask) + gmask) & ~gmask
+    S.C[L.C_MAPS] += 1
+    S.C[L.C_SG_SEGMENTS] += e - i + 1
+    S.C[L.C_BYTES_MAPPED] += total
+    H[h, L.H_SIZE] = total
+    H[h, L.H_NODE] = -1
+    H[h, L.H_API] = 0
+    H[h, L.H_STATE] = L.HS_FAILED
+    H[h, L.H_DMA] = 0
+    off = paddr[i] & gmask
+    base = _dma_iova(S, d, cpu, h, iova_[i], off, length)
+    if base == -1:
+        return L.ST_DONE
+    gfp, charge = _gfp(S, flags)
+    mapped = 0
+    start = 0
+    run = 0
+    for j in range(i, e + 2):
+        if j <= e:
+            phys = paddr[j] & ~gmask
+            seg = (size[j] + (paddr[j] & gmask) + gmask) & ~gmask
+            if run and phys == start + run:
+                run += seg
+                continue
+        if run:
+            done = pagetable.iommu_map(S, d, base + mapped, start, run, gfp, charge)
+            if done >= 0:  # __iommu_map unrolls its run, iommu_map_sg the runs before
+                S.C[L.C_MAP_ENOMEM] += 1
+                _unroll(S, d, base + mapped, done)
+                _unroll(S, d, base, mapped)
+                if H[h, L.H_NODE] != -1:
+                    iova.free_iova_fast(S, d, cpu, H[h, L.H_NODE], H[h, L.H_PAGES])
+                return L.ST_DONE
+            mapped += run
+        if j <= e:
+            start = phys
+            run = seg
+    hw.iotlb_sync_map(S, d, base, length)
     H[h, L.H_STATE] = L.HS_MAPPED
     H[h, L.H_DMA] = base + off
     H[h, L.H_BASE] = base
@@ -345,11 +421,28 @@ def run_batch(S0, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flag
     ncpu = S.P[L.P_NCPU]
     last_dev = np.int64(-1)
     d = -1
-    for i in range(start, len(op)):
+    gsize = 1 << S.P[L.P_GRANULE_SHIFT]
+    i = start
+    while i < len(op):
         bad = checks.check(ts_, op, cpu, handle, iova_, paddr, size, offset, flags, i,
                            S.G[L.G_LAST_TS], ncpu)
         if bad >= 0:
             return L.ST_BAD + bad, i
+        o = op[i]
+        e = i  # last row of the event: a scatterlist spans rows i..e
+        need = 1
+        if o == OP_MAP:
+            need = _tables_needed(S, size[i] + gsize)
+            if flags[i] & FLAG_SG_MORE:
+                e, bad = checks.sg_end(ts_, op, cpu, device, handle, iova_, flags, i)
+                if bad >= 0:
+                    return L.ST_BAD + bad, e
+                for j in range(i + 1, e + 1):
+                    bad = checks.check(ts_, op, cpu, handle, iova_, paddr, size, offset, flags,
+                                       j, S.G[L.G_LAST_TS], ncpu)
+                    if bad >= 0:
+                        return L.ST_BAD + bad, j
+                    need += _tables_needed(S, size[j] + gsize)
         if np.int64(device[i]) != last_dev:
             k = np.searchsorted(dev_keys, device[i])
             if k == len(dev_keys) or dev_keys[k] != device[i]:
@@ -358,8 +451,6 @@ def run_batch(S0, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flag
             d = dev_dom[k]
         if handle[i] != NO_HANDLE and handle[i] >= S.H.shape[0]:
             return L.ST_GROW_HANDLES, i
-        o = op[i]
-        need = _tables_needed(S, size[i] + (1 << S.P[L.P_GRANULE_SHIFT])) if o == OP_MAP else 1
         if S.D[d, L.D_READY] == 0:
             need += S.P[L.P_INIT_TABLES] * S.P[L.P_HW_DOMAINS]
         if o == OP_MAP:
@@ -374,12 +465,19 @@ def run_batch(S0, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flag
         S.G[L.G_LAST_TS] = t
         if S.D[d, L.D_READY] == 0:
             _init_domains(S, d)
-        S.C[L.C_EVENTS] += 1
+        S.C[L.C_EVENTS] += e - i + 1
         h = np.int64(handle[i])
         c = np.int64(cpu[i])
         f = np.int64(flags[i])
         if S.P[L.P_FLUSH] == L.FLUSH_PASSTHROUGH:
-            st = _identity(S, o, h, np.int64(size[i]))
+            total = np.int64(0)
+            for j in range(i, e + 1):
+                total += np.int64(size[j])
+            st = _identity(S, o, h, total)
+            if e > i:
+                S.C[L.C_SG_SEGMENTS] += e - i + 1
+        elif e > i:
+            st = _map_sg(S, d, c, h, i, e, iova_, paddr, size, f)
         elif o == OP_MAP:
             st = _map(S, d, c, h, np.int64(iova_[i]), np.int64(paddr[i]), np.int64(size[i]), f)
         elif o == OP_UNMAP:
@@ -388,4 +486,5 @@ def run_batch(S0, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flag
             st = _access(S, d, h, np.int64(iova_[i]), np.int64(offset[i]), np.int64(size[i]))
         if st != L.ST_DONE:
             return st, i
+        i = e + 1
     return L.ST_DONE, len(op)

@@ -230,22 +230,15 @@ class Reference:
             if (iova | paddr | size) % granule:
                 self.c["map_rejected"] += 1
                 return L.ST_DONE
+            if (base + length - 1) >> 12 > self.P[L.P_APERTURE_PFN]:
+                self.c["map_rejected"] += 1
+                return L.ST_DONE
         else:
             off = paddr % granule
             length = -(-(size + off) // granule) * granule
-            if iova == 0:
-                node = self.domains[d].iovad.dma_alloc_iova(cpu, length // granule, self.P[L.P_DMA_LIMIT_PFN])
-                if node is None:
-                    return L.ST_DONE
-                base, m.node, m.pages = node.lo * granule, node, length // granule
-            else:
-                if iova % granule != off:
-                    self.c["map_rejected"] += 1
-                    return L.ST_DONE
-                base = iova - off
-        if (base + length - 1) >> 12 > self.P[L.P_APERTURE_PFN]:
-            self.c["map_rejected"] += 1
-            return L.ST_DONE
+            base = self.dma_iova(d, cpu, m, iova, off, length)
+            if base is None:
+                return L.ST_DONE
         before = self.c["pt_pages_alloc"]
         failed = False
         for k in range(self.P[L.P_HW_DOMAINS] if m.api else 1):
@@ -253,11 +246,7 @@ class Reference:
             if done >= 0:
                 self.c["map_enomem"] += 1
                 for j in range(k + 1):
-                    size_j = length if j < k else done
-                    if size_j:
-                        g = {"start": L.NEVER, "end": 0, "pgsize": 0, "fl": []}
-                        self.unmap_range(d + j, base, size_j, False, g)
-                        self.iotlb_sync(d + j, g)
+                    self.unroll(d + j, base, length if j < k else done)
                 if m.node is not None:
                     self.domains[d].iovad.free_iova_fast(cpu, m.node, m.pages, self.now)
                 failed = True
@@ -267,6 +256,69 @@ class Reference:
             self.c["gfp_blocking_in_atomic"] += self.c["pt_pages_alloc"] - before
         if failed:
             return L.ST_DONE
+        m.state, m.dma, m.base, m.length = "mapped", base + off, base, length
+        return L.ST_DONE
+
+    def dma_iova(self, d, cpu, m, iova, off, length):
+        """Base IOVA of a DMA-API map: allocated, or the recorded address; None
+        when the allocation fails or the map is rejected."""
+        granule = 1 << self.gs
+        if iova == 0:
+            node = self.domains[d].iovad.dma_alloc_iova(cpu, length // granule, self.P[L.P_DMA_LIMIT_PFN])
+            if node is None:
+                return None
+            m.node, m.pages = node, length // granule
+            return node.lo * granule
+        base = iova - off
+        if iova % granule != off or (base + length - 1) >> 12 > self.P[L.P_APERTURE_PFN]:
+            self.c["map_rejected"] += 1
+            return None
+        return base
+
+    def unroll(self, d, base, length):
+        if length:
+            g = {"start": L.NEVER, "end": 0, "pgsize": 0, "fl": []}
+            self.unmap_range(d, base, length, False, g)
+            self.iotlb_sync(d, g)
+
+    def map_sg(self, d, cpu, segs):
+        """dma_map_sg(): one IOVA range of aligned segment slots, physically
+        contiguous runs mapped together, one iotlb_sync_map (see the kernel)."""
+        h = segs[0]["handle"]
+        if h in self.maps and self.maps[h].state == "mapped":
+            return L.ST_MAP_LIVE
+        granule = 1 << self.gs
+        slots = [(s["paddr"] - s["paddr"] % granule,
+                  -(-(s["size"] + s["paddr"] % granule) // granule) * granule) for s in segs]
+        total = sum(s["size"] for s in segs)
+        length = sum(n for _, n in slots)
+        self.c["maps"] += 1
+        self.c["sg_segments"] += len(segs)
+        self.c["bytes_mapped"] += total
+        m = self.maps[h] = Mapping(total, False)
+        off = segs[0]["paddr"] % granule
+        base = self.dma_iova(d, cpu, m, segs[0]["iova"], off, length)
+        if base is None:
+            return L.ST_DONE
+        runs = []
+        for phys, n in slots:
+            if runs and runs[-1][0] + runs[-1][1] == phys:
+                runs[-1][1] += n
+            else:
+                runs.append([phys, n])
+        gfp = self.gfp(segs[0]["flags"])
+        mapped = 0
+        for phys, n in runs:
+            done = self.iommu_map(d, base + mapped, phys, n, *gfp)
+            if done >= 0:
+                self.c["map_enomem"] += 1
+                self.unroll(d, base + mapped, done)
+                self.unroll(d, base, mapped)
+                if m.node is not None:
+                    self.domains[d].iovad.free_iova_fast(cpu, m.node, m.pages, self.now)
+                return L.ST_DONE
+            mapped += n
+        self.hw.sync_map(d, base, length)
         m.state, m.dma, m.base, m.length = "mapped", base + off, base, length
         return L.ST_DONE
 
@@ -445,15 +497,21 @@ class Reference:
             self.translate(d, page << (gs - 12))
         return L.ST_DONE
 
-    def event(self, row):
+    def event(self, row, segs=()):
+        """One event: a row, or the rows segs of a scatterlist (row = segs[0])."""
         t = row["ts"]
         self.fire_timers(t)
         self.now = t
         d = self.domain(row["device"])
-        self.c["events"] += 1
+        self.c["events"] += max(1, len(segs))
         if self.mode == L.FLUSH_PASSTHROUGH:
+            if segs:
+                self.c["sg_segments"] += len(segs)
+                row = dict(row, size=sum(s["size"] for s in segs))
             return self.identity(row)
         op = row["op"]
+        if segs:
+            return self.map_sg(d, row["cpu"], segs)
         if op == ts.OP_MAP:
             return self.map(d, row["cpu"], row["handle"], row["iova"], row["paddr"], row["size"], row["flags"])
         if op == ts.OP_UNMAP:
@@ -479,8 +537,18 @@ def run(path, spec, flush, gfp):
         ref = Reference(spec, flush, gfp, r.num_cpus)
         for row0, cols in r.batches():
             names = list(cols)
+            segs = []
             for i, values in enumerate(zip(*(cols[n].tolist() for n in names))):
-                st = ref.event(dict(zip(names, values)))
+                row = dict(zip(names, values))
+                if row["flags"] & ts.FLAG_SG_MORE:
+                    segs.append(row)
+                    continue
+                if segs:
+                    segs.append(row)
+                    st = ref.event(segs[0], segs)
+                    segs = []
+                else:
+                    st = ref.event(row)
                 if st != L.ST_DONE:
                     raise TraceError(path, f"row {row0 + i}: status {st}")
         return ref.result()

@@ -30,9 +30,13 @@ FLAG_GFP_DMA = 1 << 6       # __GFP_DMA
 FLAG_GFP_DMA32 = 1 << 7     # __GFP_DMA32
 FLAG_GFP_HIGHMEM = 1 << 8   # __GFP_HIGHMEM
 FLAG_GFP_FORBIDDEN = FLAG_GFP_COMP | FLAG_GFP_DMA | FLAG_GFP_DMA32 | FLAG_GFP_HIGHMEM
+# A DMA-API map row whose scatterlist continues in the next row (dma_map_sg):
+# the rows of one list share handle, ts, cpu, device and flags, lie in one
+# record batch, and are mapped as one IOVA range with one iotlb_sync_map.
+FLAG_SG_MORE = 1 << 9
 FLAG_BIDIRECTIONAL = FLAG_TO_DEVICE | FLAG_FROM_DEVICE
 KNOWN_FLAGS = (FLAG_TO_DEVICE | FLAG_FROM_DEVICE | FLAG_ATOMIC | FLAG_IOMMU_API
-               | FLAG_GFP_BLOCKING | FLAG_GFP_FORBIDDEN)
+               | FLAG_GFP_BLOCKING | FLAG_GFP_FORBIDDEN | FLAG_SG_MORE)
 
 NO_HANDLE = 0xFFFFFFFF  # access by absolute iova, not through a mapping
 IOVA_ALLOCATE = 0       # map: let the model's IOVA allocator choose (IOVA 0 is never used)
@@ -49,7 +53,8 @@ COLUMNS = (
     ("size", pa.uint64(), "bytes mapped, unmapped (equal to the map) or accessed; > 0"),
     ("offset", pa.uint64(), "access through a handle: byte offset from the mapping's DMA address"),
     ("flags", pa.uint16(), "bit 0 to-device, 1 from-device, 2 atomic context, 3 IOMMU API, "
-                           "4-8 iommu_map gfp: blocking, __GFP_COMP, _DMA, _DMA32, _HIGHMEM"),
+                           "4-8 iommu_map gfp: blocking, __GFP_COMP, _DMA, _DMA32, _HIGHMEM, "
+                           "9 scatterlist continues in the next row"),
 )
 COLUMN_NAMES = tuple(name for name, _, _ in COLUMNS)
 

@@ -1,7 +1,9 @@
 """Streaming trace writer: record batches appended to an Arrow IPC file.
 
 The file is written under a temporary name and renamed when closed, so an
-interrupted writer never leaves a half-written trace behind.
+interrupted writer never leaves a half-written trace behind. A scatterlist's
+rows never straddle two record batches: rows of a list left open at the end
+of a write are held back and start the next batch.
 """
 
 import os
@@ -18,24 +20,37 @@ class TraceWriter:
         self.tmp = f"{self.path}.{os.getpid()}.tmp"
         self.schema = ts.schema(num_cpus, provenance)
         self.rows = 0
+        self._held = None
         self._sink = pa.OSFile(self.tmp, "wb")
         self._writer = pa.ipc.new_file(self._sink, self.schema)
 
     def write(self, columns):
         """Append one record batch; columns maps every column name to an array."""
-        arrays = []
+        cols = {}
         n = None
         for name, typ, _ in ts.COLUMNS:
             col = np.ascontiguousarray(columns[name]).astype(typ.to_pandas_dtype(), copy=False)
+            if self._held is not None:
+                col = np.concatenate([self._held[name], col])
             n = len(col) if n is None else n
             if len(col) != n:
                 raise ValueError(f"column {name} has {len(col)} rows, expected {n}")
-            arrays.append(pa.array(col, type=typ))
-        if n:
+            cols[name] = col
+        more = (cols["flags"] & ts.FLAG_SG_MORE) != 0
+        cut = n
+        while cut and more[cut - 1]:
+            cut -= 1
+        self._held = {k: v[cut:] for k, v in cols.items()} if cut < n else None
+        if cut:
+            arrays = [pa.array(cols[name][:cut], type=typ) for name, typ, _ in ts.COLUMNS]
             self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
-            self.rows += n
+            self.rows += cut
 
     def close(self):
+        if self._held is not None:
+            self.abort()
+            raise ValueError(f"{self.path}: the trace ends inside a scatterlist (flags bit 9 "
+                             "on its last row)")
         self._writer.close()
         self._sink.close()
         os.replace(self.tmp, self.path)
