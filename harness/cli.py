@@ -15,6 +15,7 @@ from rich.table import Table
 from harness import metrics, models
 from harness.vendors import counter_view
 from harness.errors import HarnessError
+from harness.trace.synth.common import Param
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Trace-driven IOMMU performance harness.")
@@ -40,32 +41,33 @@ def user_errors(fn):
     return wrapper
 
 
-@synth_app.command("nic-rx")
-@user_errors
-def synth_nic_rx(
-    output: Path = typer.Option(..., "-o", "--output", help="Trace file to write (.arrow)."),
-    packets: int = typer.Option(100_000, help="Packets received."),
-    queues: int = typer.Option(4, help="RX queues (rings)."),
-    ring: int = typer.Option(512, help="Descriptors per ring."),
-    buffer_size: int = typer.Option(2048, help="Bytes per RX buffer (one dma_map_page each)."),
-    packet_size: int = typer.Option(1500, help="Bytes the device writes per packet."),
-    rate: float = typer.Option(1_000_000.0, help="Packets per second over all queues."),
-    latency_ns: int = typer.Option(2000, help="Packet arrival to NAPI completion (unmap/refill)."),
-    num_cpus: Optional[int] = typer.Option(None, help="CPUs (default: one per queue); queue q runs on CPU q % num_cpus."),
-    device: str = typer.Option("0x0300", help="PCI requester id (bus << 8 | devfn)."),
-    late_dma: float = typer.Option(0.0, help="Fraction of packets the device writes again after the unmap."),
-    seed: int = typer.Option(1, help="Random seed."),
-):
-    """NIC receive: per-queue rings mapped at ifup, then map/write/unmap per packet."""
-    from harness.trace import synth
-    try:
-        dev = int(device, 0)
-    except ValueError:
-        raise HarnessError(f"--device {device}: expected an integer like 0x0300") from None
-    n = synth.nic_rx(output, packets=packets, queues=queues, ring=ring, buffer_size=buffer_size,
-                     packet_size=packet_size, rate=rate, latency_ns=latency_ns,
-                     num_cpus=num_cpus, device=dev, late_dma=late_dma, seed=seed)
-    out.print(f"wrote {n} events to {output}")
+def _synth_command(w):
+    """A `trace synth KIND` command whose options are the workload's parameters."""
+    import inspect
+
+    def command(**kwargs):
+        from harness.trace import synth
+        output = kwargs.pop("output")
+        n = synth.generate(w.kind, output, **kwargs)
+        out.print(f"wrote {n:,} events to {output}")
+
+    params = [inspect.Parameter("output", inspect.Parameter.KEYWORD_ONLY, annotation=Path,
+                                default=typer.Option(..., "-o", "--output", help="Trace file to write (.arrow)."))]
+    for p in (*w.params, Param("seed", 1, "Random seed.")):
+        flag = "--" + p.name.replace("_", "-")
+        decl = (f"{flag}/--no-{flag[2:]}",) if isinstance(p.default, bool) else (flag,)
+        params.append(inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY,
+                                        annotation=type(p.default),
+                                        default=typer.Option(p.default, *decl, help=p.help)))
+    command.__signature__ = inspect.Signature(params)
+    command.__doc__ = inspect.cleandoc(w.fn.__doc__ or w.doc)
+    synth_app.command(w.kind, short_help=w.doc)(user_errors(command))
+
+
+def _register_synth():
+    from harness.trace.synth import KINDS
+    for w in KINDS.values():
+        _synth_command(w)
 
 
 @trace_app.command("info")
@@ -183,6 +185,9 @@ def run(
         out.print(_metrics_table(values, f"{trace.name}: {model}, flush {flush}, gfp {gfp}"))
         if view:
             out.print(_view_table(*view))
+
+
+_register_synth()
 
 
 def main():
