@@ -70,6 +70,53 @@ def _register_synth():
         _synth_command(w)
 
 
+import_app = typer.Typer(no_args_is_help=True, help="Convert recorded traces to trace format v1.")
+trace_app.add_typer(import_app, name="import")
+
+
+def _import_report(report, output):
+    for what, counts in (("converted", report["converted"]), ("ignored", report["ignored"])):
+        if counts:
+            err.print(f"{what}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()), highlight=False,
+                      soft_wrap=True)
+    for kind, p in report["problems"].items():
+        more = ", ..." if p["count"] > len(p["lines"]) else ""
+        err.print(f"[yellow]warning:[/yellow] {p['count']:,} x {kind} (lines "
+                  f"{', '.join(map(str, p['lines']))}{more})", highlight=False, soft_wrap=True)
+    out.print(f"wrote {report['rows']:,} events to {output}")
+
+
+@import_app.command("ftrace")
+@user_errors
+def import_ftrace(
+    source: Path = typer.Argument(..., help="trace-cmd report output or the tracefs trace file."),
+    output: Path = typer.Option(..., "-o", "--output", help="Trace file to write (.arrow)."),
+    api: str = typer.Option("auto", help="auto | dma | iommu | both: which map events to use "
+                                         "(dma-iommu's maps also fire iommu:map)."),
+    access: str = typer.Option("page", help="Access synthesis after each map: none | page | line."),
+    repeat: int = typer.Option(1, help="Repeat the synthesised accesses n times."),
+    device: str = typer.Option("0x0", help="Requester id for iommu:map/unmap (they name no device)."),
+    strict: bool = typer.Option(False, "--strict", help="Fail on the first malformed or unknown line."),
+):
+    """iommu: and dma: tracepoints to DMA-API and IOMMU-API events."""
+    from harness.trace.importers import ftrace
+    from harness.trace.synth.common import device_id
+    _import_report(ftrace.convert(str(source), str(output), api=api, access=access, repeat=repeat,
+                                  strict=strict, device=device_id(device)), output)
+
+
+@import_app.command("qemu")
+@user_errors
+def import_qemu(
+    source: Path = typer.Argument(..., help="QEMU -trace log (vtd_* / smmu_* events)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Trace file to write (.arrow)."),
+    strict: bool = typer.Option(False, "--strict", help="Fail on the first malformed or unknown line."),
+):
+    """QEMU vIOMMU IOTLB lookups and invalidations, keeping QEMU's hit/miss."""
+    from harness.trace.importers import qemu
+    _import_report(qemu.convert(str(source), str(output), strict=strict), output)
+
+
 @trace_app.command("info")
 @user_errors
 def trace_info(path: Path, as_json: bool = typer.Option(False, "--json", help="Print JSON.")):

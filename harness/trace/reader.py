@@ -58,6 +58,14 @@ class TraceReader:
         except ValueError:
             raise TraceError(self.path, f"schema metadata {ts.META_PROVENANCE.decode()} "
                              "is not JSON") from None
+        self.optional = []
+        for name, typ in ts.OPTIONAL.items():
+            idx = self.schema.get_field_index(name)
+            if idx >= 0:
+                if self.schema.field(idx).type != typ:
+                    raise TraceError(self.path, f"column '{name}' has type "
+                                     f"{self.schema.field(idx).type}, expected {typ}")
+                self.optional.append(name)
         for name, typ, _ in ts.COLUMNS:
             idx = self.schema.get_field_index(name)
             if idx < 0:
@@ -66,15 +74,17 @@ class TraceReader:
                 raise TraceError(self.path, f"column '{name}' has type "
                                  f"{self.schema.field(idx).type}, expected {typ}")
 
-    def batches(self):
-        """Yield (first_row, {column: numpy view}) batch by batch."""
+    def batches(self, extra=()):
+        """Yield (first_row, {column: numpy view}) batch by batch: the v1
+        columns plus the optional columns named in extra that the file has."""
+        names = [n for n, _, _ in ts.COLUMNS] + [n for n in extra if n in self.optional]
         base = self._buf.address
         dropped = 0
         row = 0
         for i in range(self.num_batches):
             rb = self._ipc.get_batch(i)
             cols = {}
-            for name, _, _ in ts.COLUMNS:
+            for name in names:
                 arr = rb.column(name)
                 if arr.null_count:
                     raise TraceError(self.path, f"column '{name}' has nulls in rows "

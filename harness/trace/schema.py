@@ -64,11 +64,17 @@ META_NUM_CPUS = b"iommu_harness.num_cpus"
 META_PROVENANCE = b"iommu_harness.provenance"
 
 
-def schema(num_cpus, provenance):
+# Optional columns an importer may add; readers ignore columns they do not use.
+OBSERVED = ("observed", pa.uint8(), "access: outcome the recording tool saw: 0 none, 1 IOTLB hit, 2 miss")
+OPTIONAL = {OBSERVED[0]: OBSERVED[1]}
+
+
+def schema(num_cpus, provenance, extra=()):
     """The v1 schema carrying format, version, CPU count and provenance metadata.
 
     provenance: dict, e.g. {"generator": "nic-rx", "params": {...}, "seed": 1}
-    or {"import": "ftrace", "source": "trace.txt"}.
+    or {"import": "ftrace", "source": "trace.txt"}. extra: optional
+    (name, type) columns appended after the v1 columns.
     """
     meta = {
         META_FORMAT: FORMAT_NAME.encode(),
@@ -76,4 +82,6 @@ def schema(num_cpus, provenance):
         META_NUM_CPUS: str(int(num_cpus)).encode(),
         META_PROVENANCE: json.dumps(provenance, sort_keys=True).encode(),
     }
-    return pa.schema([pa.field(n, t, nullable=False) for n, t, _ in COLUMNS], metadata=meta)
+    fields = [pa.field(n, t, nullable=False) for n, t, _ in COLUMNS]
+    fields += [pa.field(n, t, nullable=False) for n, t in extra]
+    return pa.schema(fields, metadata=meta)

@@ -15,10 +15,11 @@ from harness.trace import schema as ts
 
 
 class TraceWriter:
-    def __init__(self, path, num_cpus, provenance):
+    def __init__(self, path, num_cpus, provenance, extra=()):
         self.path = os.fspath(path)
         self.tmp = f"{self.path}.{os.getpid()}.tmp"
-        self.schema = ts.schema(num_cpus, provenance)
+        self.schema = ts.schema(num_cpus, provenance, extra)
+        self.columns = [(f.name, f.type) for f in self.schema]
         self.rows = 0
         self._held = None
         self._sink = pa.OSFile(self.tmp, "wb")
@@ -28,7 +29,7 @@ class TraceWriter:
         """Append one record batch; columns maps every column name to an array."""
         cols = {}
         n = None
-        for name, typ, _ in ts.COLUMNS:
+        for name, typ in self.columns:
             col = np.ascontiguousarray(columns[name]).astype(typ.to_pandas_dtype(), copy=False)
             if self._held is not None:
                 col = np.concatenate([self._held[name], col])
@@ -42,7 +43,7 @@ class TraceWriter:
             cut -= 1
         self._held = {k: v[cut:] for k, v in cols.items()} if cut < n else None
         if cut:
-            arrays = [pa.array(cols[name][:cut], type=typ) for name, typ, _ in ts.COLUMNS]
+            arrays = [pa.array(cols[name][:cut], type=typ) for name, typ in self.columns]
             self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
             self.rows += cut
 

@@ -1,0 +1,1 @@
+"""Importers: recorded text traces (ftrace, QEMU) to trace format v1."""

@@ -1,0 +1,134 @@
+"""What the importers share: a line report, device ids, handle bookkeeping,
+access synthesis and a batched row sink over TraceWriter."""
+
+import re
+from collections import Counter
+
+import numpy as np
+
+from harness.errors import HarnessError
+from harness.trace import schema as ts
+from harness.trace.writer import TraceWriter
+
+PAGE = 4096
+LINE = 64
+BATCH = 1 << 16
+SHOW = 10  # line numbers listed per problem in the report
+
+ACCESS_MODES = ("none", "page", "line")
+_PCI = re.compile(r"^(?:([0-9a-fA-F]{4}):)?([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])$")
+
+
+class ImportReport:
+    """Counts of what became of each line; problems keep their line numbers.
+    With strict, the first problem is an error."""
+
+    def __init__(self, path, strict):
+        self.path, self.strict = path, strict
+        self.converted = Counter()
+        self.ignored = Counter()
+        self.problems = {}
+
+    def problem(self, kind, lineno, detail=""):
+        if self.strict:
+            raise HarnessError(f"{self.path}: line {lineno}: {kind}{': ' + detail if detail else ''}")
+        n, lines = self.problems.get(kind, (0, []))
+        if len(lines) < SHOW:
+            lines.append(lineno)
+        self.problems[kind] = (n + 1, lines)
+
+    def as_dict(self):
+        return {"converted": dict(self.converted), "ignored": dict(self.ignored),
+                "problems": {k: {"count": n, "lines": lines} for k, (n, lines) in self.problems.items()}}
+
+
+class Devices:
+    """Requester ids from device names: PCI names give segment << 16 | bus << 8
+    | devfn; other names (platform devices) get ids in segment 0xffff in
+    order of appearance."""
+
+    def __init__(self):
+        self.ids = {}
+
+    def __call__(self, name):
+        rid = self.ids.get(name)
+        if rid is None:
+            m = _PCI.match(name)
+            if m:
+                seg, bus, dev, fn = m.groups()
+                rid = int(seg or "0", 16) << 16 | int(bus, 16) << 8 | int(dev, 16) << 3 | int(fn)
+            else:
+                rid = 0xFFFF0000 | len([n for n in self.ids if not _PCI.match(n)])
+            self.ids[name] = rid
+        return rid
+
+
+class Handles:
+    """Live mappings by key; handles are reused after unmap, lowest first."""
+
+    def __init__(self):
+        self.live = {}
+        self.free = []
+        self.next = 0
+
+    def open(self, key, value):
+        if self.free:
+            h = self.free.pop()
+        else:
+            h = self.next
+            self.next += 1
+        self.live[key] = (h, value)
+        return h
+
+    def close(self, key):
+        h, value = self.live.pop(key)
+        self.free.append(h)
+        self.free.sort(reverse=True)
+        return h, value
+
+
+def access_rows(mode, repeat, dev, h, size, flags, pieces=None):
+    """Synthesised device accesses of one mapping: (offset, bytes) per page
+    or cache line it covers, repeated; pieces = [(offset, bytes), ...] of a
+    scatterlist (default one piece of `size`)."""
+    if mode == "none":
+        return []
+    step = PAGE if mode == "page" else LINE
+    out = []
+    for off, n in pieces or [(0, size)]:
+        cuts = np.arange((off // step + 1) * step, off + n, step)
+        starts = np.concatenate([[off], cuts])
+        ends = np.concatenate([cuts, [off + n]])
+        out.extend(zip(starts.tolist(), (ends - starts).tolist()))
+    direction = flags & ts.FLAG_BIDIRECTIONAL or ts.FLAG_FROM_DEVICE
+    return [dict(op=ts.OP_ACCESS, device=dev, handle=h, offset=o, size=n, flags=direction)
+            for o, n in out] * repeat
+
+
+class Sink:
+    """Rows appended one by one, written as record batches."""
+
+    def __init__(self, path, num_cpus, provenance, extra=()):
+        self.w = TraceWriter(path, num_cpus, provenance, extra=extra)
+        self.names = ts.COLUMN_NAMES + tuple(n for n, _ in extra)
+        self.cols = {n: [] for n in self.names}
+
+    def add(self, t, row):
+        for n in self.names:
+            self.cols[n].append(row.get(n, 0))
+        self.cols["ts"][-1] = t
+        if len(self.cols["ts"]) >= BATCH:
+            self.flush()
+
+    def flush(self):
+        if self.cols["ts"]:
+            self.w.write({n: np.array(v, np.uint64).astype(np.int64) if n in ("iova", "paddr")
+                          else np.array(v, np.int64) for n, v in self.cols.items()})
+            self.cols = {n: [] for n in self.names}
+
+    def close(self):
+        self.flush()
+        self.w.close()
+
+    def abort(self):
+        self.w.abort()
