@@ -6,7 +6,7 @@ CLI := $(VENV)/bin/iommu-harness
 STAMP := $(VENV)/.installed-stamp
 DEMO := results/demo
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench samples clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("needs Python >= 3.11 with venv; run make PYTHON=python3.11 ...") if sys.version_info < (3, 11) else None'
@@ -32,3 +32,6 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .bench
+
+samples: $(STAMP)
+	$(PY) -m harness.trace.samples traces/samples

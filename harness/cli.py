@@ -139,6 +139,21 @@ def trace_info(path: Path, as_json: bool = typer.Option(False, "--json", help="P
               f"{s['live_mapped_bytes_at_end']:,} at the end")
     t.add_row("accessed", f"{s['bytes_accessed']:,} bytes")
     t.add_row("map sizes", ", ".join(f"{k}: {v:,}" for k, v in s["map_sizes"].items()))
+    if s["scatterlists"]:
+        t.add_row("scatterlists", f"{s['scatterlists']:,} of the maps")
+    t.add_row("pages accessed", f"{s['pages_accessed']:,} distinct pages (mapping pages or IOVA pages)")
+    pct = lambda d, unit: ", ".join(f"{k} <= {d[k]:,} {unit}" for k in ("p50", "p90", "p99") if k in d)  # noqa: E731
+    life = s["map_lifetime_ns"]
+    t.add_row("map lifetime", f"{life['unmapped']:,} unmapped; {pct(life, 'ns')}")
+    reuse = s["page_reuse_accesses"]
+    t.add_row("page reuse", f"{reuse['reuses']:,} reuses, {reuse['first_uses']:,} first uses; "
+              f"{pct(reuse, 'accesses apart')}")
+    if "observed" in s:
+        o = s["observed"]
+        t.add_row("observed", f"{o['hits']:,} hits, {o['misses']:,} misses (recorded by the source)")
+    for dev, v in s["per_device"].items():
+        t.add_row(f"device {dev}", f"{v['maps']:,} maps, {v['unmaps']:,} unmaps, {v['accesses']:,} "
+                  f"accesses; {v['bytes_mapped']:,} bytes mapped, {v['bytes_accessed']:,} accessed")
     t.add_row("provenance", json.dumps(s["provenance"], sort_keys=True))
     out.print(t)
 

@@ -30,12 +30,21 @@ class TraceReader:
         self._buf = pa.py_buffer(self._mm)
         try:
             self._ipc = pa.ipc.open_file(pa.BufferReader(self._buf))
-        except pa.ArrowInvalid:
-            raise TraceError(self.path, "not an Arrow IPC file (expected a .arrow trace, format v1)") from None
+        except (pa.ArrowException, OSError):
+            raise TraceError(self.path, "not an Arrow IPC file, or truncated (expected a .arrow "
+                             "trace, format v1)") from None
         self.schema = self._ipc.schema
         self._validate_schema()
         self.num_batches = self._ipc.num_record_batches
-        self.num_rows = sum(self._ipc.get_batch(i).num_rows for i in range(self.num_batches))
+        self.num_rows = sum(self._batch(i).num_rows for i in range(self.num_batches))
+
+    def _batch(self, i):
+        try:
+            rb = self._ipc.get_batch(i)
+            rb.validate()
+        except (pa.ArrowException, OSError) as e:
+            raise TraceError(self.path, f"record batch {i} is corrupt ({str(e).splitlines()[0]})") from None
+        return rb
 
     def _validate_schema(self):
         meta = self.schema.metadata or {}
@@ -82,7 +91,7 @@ class TraceReader:
         dropped = 0
         row = 0
         for i in range(self.num_batches):
-            rb = self._ipc.get_batch(i)
+            rb = self._batch(i)
             cols = {}
             for name in names:
                 arr = rb.column(name)

@@ -12,7 +12,7 @@ Events (include/trace/events/iommu.h and dma.h):
 DMA-API events become DMA-API maps with their recorded DMA addresses; iommu
 events become IOMMU-API maps. dma-iommu's own iommu_map() calls fire
 iommu:map too, so by default (--api auto) iommu map/unmap events are used
-only when the file has no DMA-API map events. Tracepoints carry no device
+only when the file has no DMA-API map or unmap events. Tracepoints carry no device
 accesses: access synthesis adds them after each map (none, one per page, one
 per 64-byte line, repeated). The context of a CPU event comes from the
 latency flags when the file has them (irqs off, in IRQ/softirq, or preempt
@@ -49,7 +49,8 @@ IOMMU_OTHER = {"attach_device_to_domain", "detach_device_from_domain", "add_devi
                "remove_device_from_group"}
 KNOWN = MAP_PAGE | UNMAP_PAGE | ALLOC | FREE | SYNC | FAILED | IOMMU_OTHER | {
     "map", "unmap", "io_page_fault", "dma_map_sg", "dma_unmap_sg", "dma_alloc_sgt", "dma_free_sgt"}
-DMA_MAPS = MAP_PAGE | ALLOC | {"dma_map_sg", "dma_alloc_sgt"}
+DMA_EVENTS = MAP_PAGE | UNMAP_PAGE | ALLOC | FREE | {"dma_map_sg", "dma_unmap_sg", "dma_alloc_sgt",
+                                                     "dma_free_sgt"}
 
 
 class Malformed(Exception):
@@ -170,7 +171,7 @@ def convert(src, out, api="auto", access="page", repeat=1, strict=False, device=
                            "'task-123 [001] 12.345678: dma_map_page: ...')")
     events.sort(key=lambda e: e[0])  # per-CPU buffers: stable merge by time
     if api == "auto":
-        api = "dma" if any(m["event"] in DMA_MAPS for _, _, m in events) else "iommu"
+        api = "dma" if any(m["event"] in DMA_EVENTS for _, _, m in events) else "iommu"
     use_dma, use_iommu = api in ("dma", "both"), api in ("iommu", "both")
     devs = Devices()
     handles = Handles()
