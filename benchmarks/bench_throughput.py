@@ -32,6 +32,15 @@ def nic_trace(events):
     return path
 
 
+# about 10 M events each
+SYNTH = [("nic-rx", dict(packets=3_333_334, queues=8, ring=1024, rate=8e6)),
+         ("nic-tx", dict(packets=2_000_000, ring=1024, rate=4e6)),
+         ("nvme", dict(ios=170_000)),
+         ("gpu", dict(accesses=10_000_000)),
+         ("vfio-guest", dict(accesses=10_000_000)),
+         ("dma-map-benchmark", dict(threads=4, loops=1_250_000)),
+         ("random", dict(accesses=10_000_000))]
+
 FAMILY_MODELS = ["intel-vtd-legacy", "amd-vi-v1", "arm-smmuv3", "s390", "none"]
 
 
@@ -65,6 +74,14 @@ def main():
         for flush in ("strict", "lazy"):
             n, dt = min((run(path, flush, model) for _ in range(args.repeat)), key=lambda r: r[1])
             print(f"{model:<18} {path.name:<24} {flush:<7} {n:>12,} {dt:>8.2f} {n / dt / 1e6:>11.1f}")
+    print(f"\n{'workload':<18} {'events':>12} {'seconds':>8} {'M events/s':>11}   (trace synth)")
+    for kind, kw in SYNTH:
+        out = CACHE / f"synth-{kind}.arrow"
+        t = time.perf_counter()
+        n = synth.generate(kind, out, **kw)
+        dt = time.perf_counter() - t
+        out.unlink()
+        print(f"{kind:<18} {n:>12,} {dt:>8.2f} {n / dt / 1e6:>11.1f}")
     if args.rss_events:
         big = nic_trace(args.rss_events)
         subprocess.run([sys.executable, "-m", "benchmarks.bench_throughput", "--child-run", str(big)],

@@ -3,10 +3,14 @@
 The file is written under a temporary name and renamed when closed, so an
 interrupted writer never leaves a half-written trace behind. A scatterlist's
 rows never straddle two record batches: rows of a list left open at the end
-of a write are held back and start the next batch.
+of a write are held back and start the next batch. Batches are written by a
+background thread (Arrow releases the GIL), so generating the next batch
+overlaps writing this one.
 """
 
 import os
+import queue
+import threading
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +28,24 @@ class TraceWriter:
         self._held = None
         self._sink = pa.OSFile(self.tmp, "wb")
         self._writer = pa.ipc.new_file(self._sink, self.schema)
+        self._queue = queue.Queue(maxsize=2)
+        self._error = None
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def _drain(self):
+        while (batch := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._writer.write_batch(batch)
+                except BaseException as e:  # re-raised in the producer
+                    self._error = e
+
+    def _finish(self):
+        self._queue.put(None)
+        self._thread.join()
+        self._writer.close()
+        self._sink.close()
 
     def write(self, columns):
         """Append one record batch; columns maps every column name to an array."""
@@ -43,8 +65,10 @@ class TraceWriter:
             cut -= 1
         self._held = {k: v[cut:] for k, v in cols.items()} if cut < n else None
         if cut:
+            if self._error is not None:
+                raise self._error
             arrays = [pa.array(cols[name][:cut], type=typ) for name, typ in self.columns]
-            self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+            self._queue.put(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
             self.rows += cut
 
     def close(self):
@@ -52,13 +76,14 @@ class TraceWriter:
             self.abort()
             raise ValueError(f"{self.path}: the trace ends inside a scatterlist (flags bit 9 "
                              "on its last row)")
-        self._writer.close()
-        self._sink.close()
+        self._finish()
+        if self._error is not None:
+            os.unlink(self.tmp)
+            raise self._error
         os.replace(self.tmp, self.path)
 
     def abort(self):
-        self._writer.close()
-        self._sink.close()
+        self._finish()
         os.unlink(self.tmp)
 
     def __enter__(self):
