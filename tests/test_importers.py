@@ -214,3 +214,21 @@ def test_fuzz_trace_reader(tmp_path, data):
         summarize(p)
     except HarnessError:
         pass
+
+
+@pytest.mark.parametrize("cmd, line", [
+    (ftrace.convert, "  a-1 [000] 1.000000: dma_map_page: 0000:03:00.0 dir=TO_DEVICE "
+                     "dma_addr=1000000000000000000000 size=4096 phys_addr=1000 attrs="),
+    (ftrace.convert, "  a-1 [000] 1.000000: dma_map_page: 0000:03:00.0 dir=TO_DEVICE dma_addr=1000 "
+                     "size=99999999999999999999999 phys_addr=1000 attrs="),
+    (ftrace.convert, "  a-1 [000] 99999999999999999.000000: dma_map_page: 0000:03:00.0 dir=TO_DEVICE "
+                     "dma_addr=1000 size=4096 phys_addr=1000 attrs="),
+    (qemu.convert, "vtd_iotlb_page_update IOTLB page update sid 0x1ffffffff iova 0x1000 slpte 0x3 domain 0x1"),
+    (qemu.convert, "vtd_iotlb_page_hit IOTLB page hit sid 0x1 iova 0xfffffffffffffffffff slpte 0x3 domain 0x1"),
+])
+def test_values_beyond_the_trace_limits_are_malformed_lines(tmp_path, cmd, line):
+    src = tmp_path / "t.txt"
+    src.write_text(line + "\n")
+    with pytest.raises(HarnessError, match=r"line.? 1"):
+        cmd(str(src), str(tmp_path / "t.arrow"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.txt"]

@@ -19,6 +19,22 @@ ACCESS_MODES = ("none", "page", "line")
 _PCI = re.compile(r"^(?:([0-9a-fA-F]{4}):)?([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])$")
 
 
+# Largest value a row may carry per column: the trace contract (addresses below
+# 2^62, sizes at most 2^57) or the column's width.
+LIMITS = {"iova": 1 << 62, "paddr": 1 << 62, "size": (1 << 57) + 1, "offset": (1 << 57) + 1,
+          "device": 1 << 32, "cpu": 1 << 16, "ts": 1 << 63, "pasid": 1 << 32, "observed": 256}
+
+
+def out_of_range(rows):
+    """The first 'column=value' outside the trace's limits in rows, or None."""
+    for row in rows:
+        for k, limit in LIMITS.items():
+            v = row.get(k, 0)
+            if not 0 <= v < limit:
+                return f"{k}={v:#x} out of range (expected below {limit:#x})"
+    return None
+
+
 class ImportReport:
     """Counts of what became of each line; problems keep their line numbers.
     With strict, the first problem is an error."""
@@ -36,6 +52,11 @@ class ImportReport:
         if len(lines) < SHOW:
             lines.append(lineno)
         self.problems[kind] = (n + 1, lines)
+
+    def summary(self):
+        """One line: each problem with its count and first line numbers."""
+        return "; ".join(f"{n} x {kind} (lines {', '.join(map(str, lines))})"
+                         for kind, (n, lines) in self.problems.items()) or "no problem lines"
 
     def as_dict(self):
         return {"converted": dict(self.converted), "ignored": dict(self.ignored),

@@ -25,7 +25,7 @@ import re
 from harness.errors import HarnessError
 from harness.trace import schema as ts
 from harness.trace.importers.common import (ACCESS_MODES, PAGE, Devices, Handles, ImportReport,
-                                            Sink, access_rows)
+                                            Sink, access_rows, out_of_range)
 
 LINE_RE = re.compile(
     r"^\s*(?P<task>.*?)-(?P<pid>\d+)\s+(?:\(\s*[-\d]+\)\s+)?\[?(?P<cpu>\d+)\]?\s+"
@@ -187,6 +187,8 @@ def convert(src, out, api="auto", access="page", repeat=1, strict=False, device=
                 rep.problem(f"unknown event {ev}", lineno)
                 continue
             try:
+                if t >= 1 << 63:
+                    raise Malformed("timestamp out of range")
                 rows = _event(ev, m, t, lineno, devs, handles, rep, use_dma, use_iommu, device,
                               access, repeat)
             except Malformed as e:
@@ -195,8 +197,7 @@ def convert(src, out, api="auto", access="page", repeat=1, strict=False, device=
             for row in rows:
                 sink.add(t, row)
         if not sink.w.rows and not sink.cols["ts"]:
-            raise HarnessError(f"{src}: no iommu or dma events to convert "
-                               f"({sum(n for n, _ in rep.problems.values())} problem lines)")
+            raise HarnessError(f"{src}: no iommu or dma events to convert; {rep.summary()}")
         prov["devices"] = {name: f"{rid:#x}" for name, rid in devs.ids.items()}
         sink.close()
     except BaseException:
@@ -268,11 +269,14 @@ def _event(ev, m, t, lineno, devs, handles, rep, use_dma, use_iommu, api_dev, ac
 
 
 def _map_rows(ev, key, pieces, iova, size, flags, base, lineno, handles, rep, access, repeat):
+    if size <= 0 or any(n <= 0 for _, n in pieces):
+        raise Malformed("expected size > 0")
+    bad = out_of_range([dict(base, iova=iova, paddr=p, size=n) for p, n in pieces] + [dict(size=size)])
+    if bad:
+        raise Malformed(bad)
     if key in handles.live:
         rep.problem(f"{ev} of an address that is still mapped", lineno)
         return []
-    if size <= 0 or any(n <= 0 for _, n in pieces):
-        raise Malformed("expected size > 0")
     h = handles.open(key, (size, flags))
     rep.converted[ev] += 1
     rows = []
@@ -303,11 +307,15 @@ def _iommu(ev, body, lineno, cpu, ctx, devs, handles, rep, use_iommu, api_dev, a
         m = IOMMU_FAULT.match(body)
         if not m:
             raise Malformed("expected 'IOMMU:<driver> <device> iova=0x... flags=0x...'")
-        rep.converted[ev] += 1
         write = int(m[4], 16) & 1  # IOMMU_FAULT_WRITE
-        return [dict(op=ts.OP_ACCESS, cpu=cpu, device=devs(m[2]), handle=ts.NO_HANDLE,
+        rows = [dict(op=ts.OP_ACCESS, cpu=cpu, device=devs(m[2]), handle=ts.NO_HANDLE,
                      iova=int(m[3], 16), size=4,
                      flags=ts.FLAG_FROM_DEVICE if write else ts.FLAG_TO_DEVICE)]
+        bad = out_of_range(rows)
+        if bad:
+            raise Malformed(bad)
+        rep.converted[ev] += 1
+        return rows
     if not use_iommu:
         rep.ignored[f"iommu {ev} (dma-iommu's own; --api iommu or both to use)"] += 1
         return []

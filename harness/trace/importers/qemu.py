@@ -23,7 +23,7 @@ import re
 
 from harness.errors import HarnessError
 from harness.trace import schema as ts
-from harness.trace.importers.common import PAGE, Handles, ImportReport, Sink
+from harness.trace.importers.common import PAGE, Handles, ImportReport, Sink, out_of_range
 
 PREFIX = re.compile(r"^(?:(?P<pid>\d+)@(?P<sec>\d+)\.(?P<usec>\d+):|(?P<iso>\d{4}-\d\d-\d\dT[\d:.]+Z) )?"
                     r"(?P<event>\w+) ?(?P<body>.*)$")
@@ -111,15 +111,22 @@ def convert(src, out, strict=False):
                 t = last_t + 1
             t = max(t, last_t)  # threads interleave: keep file order
             last_t = t
+            if _bad_lookup(ev, m["body"]):
+                rep.problem(f"malformed {ev} event", lineno, "value out of range")
+                continue
             rows = handler(m["body"].strip(), pages, vtd_domains, smmu_devs)
             if rows is None:
                 rep.problem(f"malformed {ev} event", lineno)
+                continue
+            if t >= 1 << 63:
+                rep.problem(f"malformed {ev} event", lineno, "timestamp out of range")
                 continue
             rep.converted[ev] += 1
             for row in rows:
                 sink.add(t, row)
         if not sink.w.rows and not sink.cols["ts"]:
-            raise HarnessError(f"{src}: no vtd_iotlb_*/smmu_iotlb_* lookups or invalidations found")
+            raise HarnessError(f"{src}: no vtd_iotlb_*/smmu_iotlb_* lookups or invalidations "
+                               f"to convert; {rep.summary()}")
         sink.close()
     except BaseException:
         sink.abort()
@@ -127,6 +134,15 @@ def convert(src, out, strict=False):
     result = rep.as_dict()
     result["rows"] = sink.w.rows
     return result
+
+
+def _bad_lookup(ev, body):
+    """A lookup whose row would not fit the trace (checked before it opens a map)."""
+    if "lookup" not in ev and "iotlb_page" not in ev and "cache_" not in ev:
+        return False
+    vals = [int(x, 16) for x in re.findall(r"0x([0-9a-fA-F]+)", body)]
+    sid = vals[0] if ev.startswith("vtd") and vals else 0
+    return any(v >= 1 << 62 for v in vals) or sid >= 1 << 32
 
 
 def _vtd_lookup(outcome):
