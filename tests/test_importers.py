@@ -232,3 +232,26 @@ def test_values_beyond_the_trace_limits_are_malformed_lines(tmp_path, cmd, line)
     with pytest.raises(HarnessError, match=r"line.? 1"):
         cmd(str(src), str(tmp_path / "t.arrow"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.txt"]
+
+
+def test_cpu_beyond_uint16_and_huge_cpu_headers(tmp_path):
+    src = tmp_path / "t.txt"
+    src.write_text("cpus=100000000\n"
+                   "  a-1 [000] 1.000000: dma_map_page: 0000:03:00.0 dir=TO_DEVICE dma_addr=1000 size=4096 phys_addr=1000 attrs=\n"
+                   "  a-1 [65537] 1.000001: dma_unmap_page: 0000:03:00.0 dir=TO_DEVICE dma_addr=1000 size=4096 attrs=\n")
+    rep = ftrace.convert(str(src), str(tmp_path / "t.arrow"), access="none")
+    assert set(rep["problems"]) == {"malformed line"} and rep["problems"]["malformed line"]["lines"] == [1, 3]
+    with TraceReader(tmp_path / "t.arrow") as r:
+        assert r.num_cpus == 1
+
+
+def test_qemu_bad_timestamp_does_not_poison_later_lines(tmp_path):
+    src = tmp_path / "t.log"
+    src.write_text("1@99999999999.000001:vtd_iotlb_page_hit IOTLB page hit sid 0x1 iova 0x1000 slpte 0x3 domain 0x1\n"
+                   "1@1.000001:vtd_iotlb_page_hit IOTLB page hit sid 0x1 iova 0x1000 slpte 0x3 domain 0x1\n"
+                   "2024-13-45T00:00:00.000001Z vtd_iotlb_page_hit IOTLB page hit sid 0x1 iova 0x1000 slpte 0x3 domain 0x1\n"
+                   "1@1.000002:vtd_iotlb_page_hit IOTLB page hit sid 0x1 iova 0x1000 slpte 0x3 domain 0x1\n")
+    rep = qemu.convert(str(src), str(tmp_path / "t.arrow"))
+    assert rep["converted"] == {"vtd_iotlb_page_hit": 2}
+    assert sorted(n for p in rep["problems"].values() for n in p["lines"]) == [1, 3]
+    assert summarize(tmp_path / "t.arrow")["time_span_ns"] == 1000

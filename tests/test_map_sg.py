@@ -75,6 +75,8 @@ def test_passthrough_counts_the_list_once(trace_file):
     ([mp(0, 0), dict(um(1, 0), flags=FROM | MORE), mp(1, 0)], 1,
      "expected bit 9 (scatterlist continues) only on DMA-API maps"),
     ([dict(mp(0, 0), flags=FROM | MORE), dict(mp(1, 0))], 0, "followed in the same record batch"),
+    ([dict(mp(0, 0, size=1 << 57), flags=FROM | MORE), mp(0, 0, size=1 << 57)], 1,
+     "expected a scatterlist of at most 2^57 bytes in all"),
 ])
 def test_broken_lists_are_errors(trace_file, rows, row, message):
     with pytest.raises(TraceError, match=rf"row {row}: .*{re.escape(message)}"):

@@ -151,6 +151,14 @@ def test_random_zipf_and_uniform(gen):
     ("dma-map-benchmark", dict(dir=5), "expected 0, 1 or 2"),
     ("random", dict(footprint="lots"), "expected bytes"),
     ("random", dict(bogus=1), "unknown parameter"),
+    ("random", dict(rate=1e-9), "beyond 2^62"),
+    ("nic-tx", dict(latency_ns=1), "--latency-ns 1: expected >= 2"),
+    ("nvme", dict(latency_ns=0), "--latency-ns 0: expected >= 2"),
+    ("nic-rx", dict(latency_ns=-5), "--latency-ns -5: expected >= 0"),
+    ("nic-rx", dict(queues=1, ring=2, rate=1.5e6, latency_ns=1333), "longer than a ring wrap"),
+    ("dma-map-benchmark", dict(loop_ns=1), "--loop-ns 1: expected >= 2"),
+    ("dma-map-benchmark", dict(delay_ns=-1), "--delay-ns -1: expected >= 0"),
+    ("vfio-guest", dict(balloon=0.1, balloon_events=2, balloon_ns=-1), "--balloon-ns -1: expected > 0"),
 ])
 def test_bad_parameters(tmp_path, kind, bad, message):
     with pytest.raises(HarnessError, match=re.escape(message)):
@@ -190,3 +198,14 @@ def test_every_sample_runs_through_every_model(name):
 def test_readme_documents_every_kind_and_option():
     doc = (Path(__file__).parent.parent / "traces" / "README.md").read_text()
     assert synth.markdown() in doc
+
+
+def test_info_rejects_rule_breaking_rows(tmp_path):
+    from conftest import mp, write_trace
+    from harness.errors import TraceError
+    p = write_trace(tmp_path / "t.arrow", [mp(0, 0), dict(mp(1, 1), size=0)])
+    with pytest.raises(TraceError, match="row 1: column 'size' is 0"):
+        summarize(p)
+    p = write_trace(tmp_path / "u.arrow", [mp(0, 0xFFFFFFF0)])
+    with pytest.raises(TraceError, match="row 0: column 'handle'"):
+        summarize(p)

@@ -28,8 +28,9 @@ CHECKS = (
     ("flags", "expected bit 9 (scatterlist continues) to be followed in the same record batch "
               "by a map of the same handle, ts, cpu, device and flags"),
     ("iova", "expected 0 on a scatterlist segment after the first (the list has one DMA address)"),
+    ("size", "expected a scatterlist of at most 2^57 bytes in all"),
 )
-SG_UNSUPPORTED, SG_BROKEN, SG_IOVA = 13, 14, 15
+SG_UNSUPPORTED, SG_BROKEN, SG_IOVA, SG_SIZE = 13, 14, 15, 16
 
 
 @njit(cache=True, inline="always")
@@ -69,9 +70,10 @@ def check(ts_, op, cpu, handle, iova, paddr, size, offset, flags, i, last_ts, nc
 
 
 @njit(cache=True)
-def sg_end(ts_, op, cpu, device, handle, iova, flags, i):
+def sg_end(ts_, op, cpu, device, handle, iova, size, flags, i):
     """(last row, -1) of the scatterlist starting at row i, or (bad row, check)."""
     same = flags[i] & ~ts.FLAG_SG_MORE
+    total = size[i]
     j = i
     while flags[j] & ts.FLAG_SG_MORE:
         j += 1
@@ -81,4 +83,7 @@ def sg_end(ts_, op, cpu, device, handle, iova, flags, i):
             return j - 1, SG_BROKEN
         if iova[j] != 0:
             return j, SG_IOVA
+        total += size[j]
+        if size[j] < 0 or size[j] > MAX_MAP or total > MAX_MAP:
+            return j, SG_SIZE
     return j, -1

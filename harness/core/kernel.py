@@ -434,7 +434,7 @@ def run_batch(S0, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flag
         if o == OP_MAP:
             need = _tables_needed(S, size[i] + gsize)
             if flags[i] & FLAG_SG_MORE:
-                e, bad = checks.sg_end(ts_, op, cpu, device, handle, iova_, flags, i)
+                e, bad = checks.sg_end(ts_, op, cpu, device, handle, iova_, size, flags, i)
                 if bad >= 0:
                     return L.ST_BAD + bad, e
                 for j in range(i + 1, e + 1):

@@ -535,9 +535,9 @@ def run(path, spec, flush, gfp):
     """Simulate a (small) trace event by event; returns metrics like Simulator."""
     with TraceReader(path) as r:
         ref = Reference(spec, flush, gfp, r.num_cpus)
+        segs = []
         for row0, cols in r.batches():
             names = list(cols)
-            segs = []
             for i, values in enumerate(zip(*(cols[n].tolist() for n in names))):
                 row = dict(zip(names, values))
                 if row["flags"] & ts.FLAG_SG_MORE:

@@ -4,6 +4,8 @@ per-device breakdown."""
 
 import numpy as np
 
+from harness.core.checks import MAX_HANDLES, MAX_MAP
+from harness.errors import TraceError
 from harness.trace import schema as ts
 from harness.trace.reader import TraceReader
 
@@ -98,10 +100,11 @@ def summarize(path):
         map_ts, map_inst, reuse = _LastMap(), _LastMap(), _Reuse()
         maps_seen = accesses_seen = 0
         observed = np.zeros(3, np.int64)
-        for _, c in r.batches(extra=["observed"]):
+        for row0, c in r.batches(extra=["observed"]):
             op = c["op"]
             if not len(op):
                 continue
+            _check(path, row0, c)
             ops += np.bincount(op, minlength=3)[:3]
             cpus.update(np.unique(c["cpu"]).tolist())
             t = c["ts"].astype(np.int64)
@@ -190,6 +193,18 @@ def summarize(path):
         if "observed" in r.optional:
             out["observed"] = {"hits": int(observed[1]), "misses": int(observed[2])}
         return out
+
+
+def _check(path, row0, c):
+    """The rules a summary relies on (the simulator checks all of them)."""
+    for bad, col, what in ((c["op"] > ts.OP_ACCESS, "op", "expected 0, 1 or 2"),
+                           (c["size"] == 0, "size", "expected > 0"),
+                           (c["size"] > MAX_MAP, "size", "expected at most 2^57"),
+                           ((c["handle"] >= MAX_HANDLES) & (c["handle"] != ts.NO_HANDLE), "handle",
+                            f"expected < {MAX_HANDLES}")):
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise TraceError(path, f"row {row0 + i}: column '{col}' is {c[col][i]}, {what}")
 
 
 def _bdf(d):

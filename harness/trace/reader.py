@@ -58,10 +58,10 @@ class TraceReader:
                              f"expected {ts.FORMAT_VERSION}")
         try:
             self.num_cpus = int(meta[ts.META_NUM_CPUS])
-            assert self.num_cpus > 0
+            assert 0 < self.num_cpus <= 1 << 16
         except (KeyError, ValueError, AssertionError):
             raise TraceError(self.path, f"schema metadata {ts.META_NUM_CPUS.decode()} "
-                             "missing or not a positive integer") from None
+                             "missing or not an integer within 1..65536 (cpu is uint16)") from None
         try:
             self.provenance = json.loads(meta.get(ts.META_PROVENANCE, b"{}"))
         except ValueError:

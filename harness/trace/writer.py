@@ -30,6 +30,7 @@ class TraceWriter:
         self._writer = pa.ipc.new_file(self._sink, self.schema)
         self._queue = queue.Queue(maxsize=2)
         self._error = None
+        self._done = False
         self._thread = threading.Thread(target=self._drain, daemon=True)
         self._thread.start()
 
@@ -42,13 +43,17 @@ class TraceWriter:
                     self._error = e
 
     def _finish(self):
+        if self._done:
+            return
+        self._done = True
         self._queue.put(None)
         self._thread.join()
         self._writer.close()
         self._sink.close()
 
     def write(self, columns):
-        """Append one record batch; columns maps every column name to an array."""
+        """Append one record batch; columns maps every column name to an array.
+        The batch is written in the background: do not change the arrays after."""
         cols = {}
         n = None
         for name, typ in self.columns:
@@ -78,13 +83,14 @@ class TraceWriter:
                              "on its last row)")
         self._finish()
         if self._error is not None:
-            os.unlink(self.tmp)
+            self.abort()
             raise self._error
         os.replace(self.tmp, self.path)
 
     def abort(self):
         self._finish()
-        os.unlink(self.tmp)
+        if os.path.exists(self.tmp):
+            os.unlink(self.tmp)
 
     def __enter__(self):
         return self

@@ -28,14 +28,15 @@ from harness.trace.importers.common import (ACCESS_MODES, PAGE, Devices, Handles
                                             Sink, access_rows, out_of_range)
 
 LINE_RE = re.compile(
-    r"^\s*(?P<task>.*?)-(?P<pid>\d+)\s+(?:\(\s*[-\d]+\)\s+)?\[?(?P<cpu>\d+)\]?\s+"
-    r"(?:(?P<lat>[^\s:]{4,8})\s+)?(?P<sec>\d+)\.(?P<frac>\d+):\s+"
+    r"^\s*(?P<task>.*?)-(?P<pid>\d+)\s+(?:\(\s*[-\d]+\)\s+)?\[?(?P<cpu>\d{1,5})\]?\s+"
+    r"(?:(?P<lat>[^\s:]{4,8})\s+)?(?P<sec>\d{1,10})\.(?P<frac>\d{1,9}):\s+"
     r"(?:(?P<system>\w+):)?(?P<event>\w+):\s?(?P<body>.*)$")
 HEX = r"(?:0x)?([0-9a-fA-F]+)"
 KV = re.compile(r"(\w+)=(\{[^}]*\}|\S*)")
 IOMMU_MAP = re.compile(rf"^IOMMU: iova=0x([0-9a-f]+)(?: - 0x[0-9a-f]+)? paddr=0x([0-9a-f]+) size=(\d+)$")
 IOMMU_UNMAP = re.compile(rf"^IOMMU: iova=0x([0-9a-f]+)(?: - 0x[0-9a-f]+)? size=(\d+) unmapped_size=(\d+)$")
 IOMMU_FAULT = re.compile(rf"^IOMMU:(\S*) (\S+) iova=0x([0-9a-f]+) flags=0x([0-9a-f]+)$")
+MAX_CPUS = 1 << 16  # the cpu column is uint16
 DIRS = {"BIDIRECTIONAL": ts.FLAG_BIDIRECTIONAL, "TO_DEVICE": ts.FLAG_TO_DEVICE,
         "FROM_DEVICE": ts.FLAG_FROM_DEVICE, "NONE": ts.FLAG_BIDIRECTIONAL}
 MAP_PAGE = {"dma_map_page", "dma_map_phys", "dma_map_resource"}
@@ -107,10 +108,13 @@ def _dir(f):
 def _sg_pieces(phys, sizes):
     """(paddr, bytes) per scatterlist entry. The event lists the mapped DMA
     segments, which dma-iommu may have merged: with fewer sizes than entries,
-    every entry but the last runs to the end of its page."""
+    every entry but the last is taken to run to the end of its page, which
+    is exact for single-page entries only."""
     total = sum(sizes)
     if len(sizes) == len(phys):
         return list(zip(phys, sizes)), False
+    if len(sizes) > len(phys):
+        raise Malformed(f"{len(sizes)} mapped segments for {len(phys)} phys_addrs")
     pieces = [(p, PAGE - p % PAGE) for p in phys[:-1]]
     rest = total - sum(n for _, n in pieces)
     if rest <= 0 or not phys:
@@ -152,14 +156,17 @@ def convert(src, out, api="auto", access="page", repeat=1, strict=False, device=
         s = line.strip()
         if not s or s.startswith("#") or s.startswith("version =") or re.match(r"^CPU \d+ is empty$", s):
             continue
-        m = re.match(r"^cpus=(\d+)$", s)
-        if m:
+        m = re.match(r"^cpus=(\d{1,5})$", s)
+        if m and int(m.group(1)) <= MAX_CPUS:
             ncpus = int(m.group(1))
             continue
         if re.match(r"^CPU:?\s*\d+ \[LOST \d+ EVENTS\]$", s) or "[LOST" in s and "EVENTS]" in s:
             rep.problem("lost events (the ring buffer overflowed)", lineno)
             continue
         m = LINE_RE.match(line)
+        if m and int(m["cpu"]) >= MAX_CPUS:
+            rep.problem("malformed line", lineno, f"cpu {m['cpu']} beyond {MAX_CPUS - 1}")
+            continue
         if not m:
             rep.problem("truncated last line" if truncated and lineno == len(lines)
                         else "malformed line", lineno)
@@ -191,8 +198,12 @@ def convert(src, out, api="auto", access="page", repeat=1, strict=False, device=
                     raise Malformed("timestamp out of range")
                 rows = _event(ev, m, t, lineno, devs, handles, rep, use_dma, use_iommu, device,
                               access, repeat)
-            except Malformed as e:
+            except (Malformed, ValueError) as e:  # ValueError: numbers of thousands of digits
                 rep.problem(f"malformed {ev} event", lineno, str(e))
+                continue
+            bad = out_of_range(rows)
+            if bad:  # unmap rows carry the line's values only, checked here
+                rep.problem(f"malformed {ev} event", lineno, bad)
                 continue
             for row in rows:
                 sink.add(t, row)

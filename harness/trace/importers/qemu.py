@@ -25,7 +25,7 @@ from harness.errors import HarnessError
 from harness.trace import schema as ts
 from harness.trace.importers.common import PAGE, Handles, ImportReport, Sink, out_of_range
 
-PREFIX = re.compile(r"^(?:(?P<pid>\d+)@(?P<sec>\d+)\.(?P<usec>\d+):|(?P<iso>\d{4}-\d\d-\d\dT[\d:.]+Z) )?"
+PREFIX = re.compile(r"^(?:(?P<pid>\d+)@(?P<sec>\d{1,10})\.(?P<usec>\d{1,6}):|(?P<iso>\d{4}-\d\d-\d\dT[\d:.]+Z) )?"
                     r"(?P<event>\w+) ?(?P<body>.*)$")
 H = r"0x([0-9a-fA-F]+)"
 D = r"(-?\d+)"
@@ -102,25 +102,18 @@ def convert(src, out, strict=False):
                 rep.problem("truncated last line" if truncated and lineno == len(lines)
                             else "malformed or unknown line", lineno)
                 continue
-            if m["sec"]:
-                t = int(m["sec"]) * 1_000_000_000 + int(m["usec"].ljust(6, "0")[:6]) * 1000
-            elif m["iso"]:
-                stamp = datetime.datetime.fromisoformat(m["iso"].replace("Z", "+00:00"))
-                t = int(stamp.timestamp()) * 1_000_000_000 + stamp.microsecond * 1000
-            else:
-                t = last_t + 1
-            t = max(t, last_t)  # threads interleave: keep file order
-            last_t = t
-            if _bad_lookup(ev, m["body"]):
-                rep.problem(f"malformed {ev} event", lineno, "value out of range")
+            try:
+                t = _timestamp(m, last_t)
+                if t >= 1 << 63 or _bad_lookup(ev, m["body"]):
+                    raise ValueError("value out of range")
+                rows = handler(m["body"].strip(), pages, vtd_domains, smmu_devs)
+            except (ValueError, OverflowError) as e:  # numbers of thousands of digits, bad dates
+                rep.problem(f"malformed {ev} event", lineno, str(e))
                 continue
-            rows = handler(m["body"].strip(), pages, vtd_domains, smmu_devs)
             if rows is None:
                 rep.problem(f"malformed {ev} event", lineno)
                 continue
-            if t >= 1 << 63:
-                rep.problem(f"malformed {ev} event", lineno, "timestamp out of range")
-                continue
+            last_t = t
             rep.converted[ev] += 1
             for row in rows:
                 sink.add(t, row)
@@ -134,6 +127,19 @@ def convert(src, out, strict=False):
     result = rep.as_dict()
     result["rows"] = sink.w.rows
     return result
+
+
+def _timestamp(m, last_t):
+    """ns from the line's prefix, never before the previous line (threads
+    interleave: file order wins); 1 ns after it without a prefix."""
+    if m["sec"]:
+        t = int(m["sec"]) * 1_000_000_000 + int(m["usec"].ljust(6, "0")[:6]) * 1000
+    elif m["iso"]:
+        stamp = datetime.datetime.fromisoformat(m["iso"].replace("Z", "+00:00"))
+        t = int(stamp.timestamp()) * 1_000_000_000 + stamp.microsecond * 1000
+    else:
+        t = last_t + 1
+    return max(t, last_t)
 
 
 def _bad_lookup(ev, body):

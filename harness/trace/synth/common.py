@@ -10,6 +10,7 @@ from harness.trace import schema as ts
 
 PAGE = 4096
 CHUNK = 1 << 18  # work items (packets, I/Os, accesses) per generated chunk
+MAX_TS = 1 << 62
 
 Param = namedtuple("Param", "name default help")
 Workload = namedtuple("Workload", "kind fn params doc")
@@ -129,7 +130,9 @@ class Stream:
         self.carry = None
         if ev is None:
             return
-        order = np.argsort(ev["ts"] * 8 + ev["_phase"], kind="stable")  # nearly sorted: fast
+        if ev["ts"].max() >= MAX_TS:
+            raise HarnessError(f"timestamps reach {int(ev['ts'].max()):,} ns, beyond 2^62: raise the rate")
+        order = np.lexsort((np.broadcast_to(ev["_phase"], ev["ts"].shape), ev["ts"]))  # stable
         t = ev["ts"][order]
         cut = len(t) if horizon is None else int(np.searchsorted(t, horizon))
         n = len(t)
@@ -160,6 +163,16 @@ def zipf_cdf(n, alpha):
 
 
 def check_positive(kind, **values):
+    check_at_least(kind, 1e-300, **values)
+
+
+def check_span(kind, ns):
+    """Timestamps must stay below 2^62 ns."""
+    if not ns < MAX_TS:
+        fail(kind, f"the trace would span {ns:.3g} ns, beyond 2^62: raise the rate")
+
+
+def check_at_least(kind, low, **values):
     for k, v in values.items():
-        if v is None or v <= 0:
-            fail(kind, f"--{k.replace('_', '-')} {v}: expected > 0")
+        if v is None or v < low:
+            fail(kind, f"--{k.replace('_', '-')} {v}: expected {'> 0' if low == 1e-300 else f'>= {low}'}")

@@ -4,9 +4,9 @@ mappings and a stream of device accesses."""
 import numpy as np
 
 from harness.trace import schema as ts
-from harness.trace.synth.common import (CHUNK, PAGE, Param, Stream, cat, check_positive,
-                                        device_id, events, fail, frames, parse_size, workload,
-                                        zipf_cdf)
+from harness.trace.synth.common import (CHUNK, PAGE, Param, Stream, cat, check_at_least, check_span,
+                                        check_positive, device_id, events, fail, frames,
+                                        parse_size, workload, zipf_cdf)
 from harness.trace.writer import TraceWriter
 
 TO, FROM, BIDI, MORE, API, BLOCKING = (ts.FLAG_TO_DEVICE, ts.FLAG_FROM_DEVICE,
@@ -61,6 +61,7 @@ def gpu(path, buffers=8, buffer_size="256M", page_size="2M", accesses=1_000_000,
     pages = bsize // page
     total = buffers * bsize
     gap = 1e9 / rate
+    check_span(kind, accesses * gap)
     with TraceWriter(path, 1, {"generator": kind, "params": params, "seed": seed}) as w:
         out = Stream(w)
         h = np.repeat(np.arange(buffers), pages)
@@ -119,7 +120,9 @@ def vfio_guest(path, guest_ram="4G", ram_below_4g="2G", backing="2M", accesses=1
     dev = device_id(device)
     ram, low = parse_size(guest_ram, "--guest-ram"), parse_size(ram_below_4g, "--ram-below-4g")
     run = parse_size(backing, "--backing")
-    check_positive(kind, guest_ram=ram, accesses=accesses, access_size=access_size, rate=rate)
+    check_positive(kind, guest_ram=ram, accesses=accesses, access_size=access_size, rate=rate,
+                   balloon_ns=balloon_ns)
+    check_at_least(kind, 0, balloon_events=balloon_events)
     if run not in (PAGE, 2 << 20, GIB):
         fail(kind, f"--backing {backing}: expected 4K, 2M or 1G")
     if ram % run or low % run or low > 3 * GIB:
@@ -140,6 +143,7 @@ def vfio_guest(path, guest_ram="4G", ram_below_4g="2G", backing="2M", accesses=1
     hpa = frames(rng, nruns, run, align=run, below=1 << 46)
     map_flags = API | BLOCKING | BIDI
     gap = 1e9 / rate
+    check_span(kind, accesses * gap + balloon_events * (balloon_ns + 1))
     span = round(accesses * gap)
     usable = nruns - int(nruns * balloon)
     if balloon_events and usable == nruns:
@@ -213,8 +217,9 @@ def dma_map_benchmark(path, threads=1, loops=100_000, granule=1, dir=0, mode="si
     kind = "dma-map-benchmark"
     num_cpus = num_cpus or threads
     dev = device_id(device)
-    check_positive(kind, threads=threads, loops=loops, granule=granule, num_cpus=num_cpus,
-                   loop_ns=loop_ns)
+    check_positive(kind, threads=threads, loops=loops, granule=granule, num_cpus=num_cpus)
+    check_at_least(kind, 2, loop_ns=loop_ns)  # the unmap comes loop_ns / 2 after the map
+    check_at_least(kind, 0, delay_ns=delay_ns)
     if threads > 1024 or granule > 1024:
         fail(kind, "--threads and --granule: expected at most 1024 (DMA_MAP_MAX_THREADS, 1024 pages)")
     if dir not in (0, 1, 2):
@@ -230,6 +235,7 @@ def dma_map_benchmark(path, threads=1, loops=100_000, granule=1, dir=0, mode="si
     # each thread's buffer: one block (single) or granule separate pages (sg)
     paddr = frames(rng, threads * nseg, seg_size).reshape(threads, nseg)
     period = loop_ns + delay_ns
+    check_span(kind, loops * period)
     th = np.arange(threads, dtype=np.int64)
     skew = th * period // threads
     more = np.where(np.arange(nseg) < nseg - 1, MORE, 0)
@@ -289,6 +295,7 @@ def random_access(path, footprint="64M", map_size="2M", accesses=1_000_000, acce
     nmaps = foot // msize
     ppm = msize // PAGE
     gap = 1e9 / rate
+    check_span(kind, accesses * gap)
     with TraceWriter(path, 1, {"generator": kind, "params": params, "seed": seed}) as w:
         out = Stream(w)
         h = np.arange(nmaps, dtype=np.int64)

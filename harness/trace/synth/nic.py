@@ -11,8 +11,9 @@ ndo_start_xmit and unmaps it at TX completion in NAPI.
 import numpy as np
 
 from harness.trace import schema as ts
-from harness.trace.synth.common import (CHUNK, PAGE, Param, Stream, cat, check_positive, device_id,
-                                        events, fail, frames, select, workload)
+from harness.trace.synth.common import (CHUNK, PAGE, Param, Stream, cat, check_at_least, check_span,
+                                        check_positive, device_id, events, fail, frames, select,
+                                        workload)
 from harness.trace.writer import TraceWriter
 
 ETH_HLEN = 14
@@ -83,9 +84,11 @@ def nic_rx(path, packets=100_000, queues=4, ring=512, rate=1_000_000.0, num_cpus
     per_packet = -(-frame // buffer_size)
     if per_packet > ring:
         fail(kind, f"a {frame}-byte frame needs {per_packet} buffers, more than --ring {ring}")
+    check_at_least(kind, 0, latency_ns=latency_ns)
     gap = 1e9 / rate
+    check_span(kind, packets * gap + latency_ns)
     wrap = ring // per_packet * queues * gap
-    if latency_ns >= wrap:
+    if latency_ns >= wrap - 1:  # timestamps round to ns: keep a slot's next packet after its refill
         fail(kind, f"completion latency {latency_ns} ns is longer than a ring wrap ({wrap:.0f} ns); "
                    "raise --ring or lower --rate")
     params = dict(packets=packets, queues=queues, ring=ring, rate=rate, num_cpus=num_cpus,
@@ -172,8 +175,10 @@ def nic_tx(path, packets=100_000, queues=4, ring=512, rate=1_000_000.0, num_cpus
     if nfrags > MAX_SKB_FRAGS:
         fail(kind, f"{packet_size} bytes need {nfrags} fragments of {frag_size}; at most "
                    f"{MAX_SKB_FRAGS} (MAX_SKB_FRAGS): raise --frag-size")
+    check_at_least(kind, 2, latency_ns=latency_ns)  # map, device read 1 ns later, then unmap
     gap = 1e9 / rate
-    if latency_ns >= ring * queues * gap:
+    check_span(kind, packets * gap + latency_ns)
+    if latency_ns >= ring * queues * gap - 1:
         fail(kind, f"completion latency {latency_ns} ns is longer than a ring wrap "
                    f"({ring * queues * gap:.0f} ns); raise --ring or lower --rate")
     params = dict(packets=packets, queues=queues, ring=ring, rate=rate, num_cpus=num_cpus,

@@ -13,9 +13,9 @@ and completion (16-byte entries) rings.
 import numpy as np
 
 from harness.trace import schema as ts
-from harness.trace.synth.common import (CHUNK, PAGE, Param, Stream, cat, check_positive,
-                                        device_id, events, fail, frames, parse_mix, parse_size,
-                                        workload)
+from harness.trace.synth.common import (CHUNK, PAGE, Param, Stream, cat, check_at_least, check_span,
+                                        check_positive, device_id, events, fail, frames, parse_mix,
+                                        parse_size, workload)
 from harness.trace.writer import TraceWriter
 
 HUGE = 2 << 20
@@ -71,8 +71,10 @@ def nvme(path, ios=100_000, queues=2, qd=32, iops=200_000.0, latency_ns=80_000,
     max_req = max_segments * PAGE
     if foot < max(size_set.max(), HUGE if huge_pages else PAGE) or foot % PAGE:
         fail(kind, f"--footprint {footprint}: expected a multiple of 4K holding the largest I/O")
+    check_at_least(kind, 2, latency_ns=latency_ns)  # the data moves between submission and completion
     gap = 1e9 / iops
-    if latency_ns >= qd * queues * gap:
+    check_span(kind, ios * gap + latency_ns)
+    if latency_ns >= qd * queues * gap - 1:
         fail(kind, f"completion latency {latency_ns} ns is longer than a queue wrap "
                    f"({qd * queues * gap:.0f} ns): raise --qd or lower --iops")
     params = dict(ios=ios, queues=queues, qd=qd, iops=iops, latency_ns=latency_ns, sizes=sizes,
