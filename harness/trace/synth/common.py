@@ -162,6 +162,15 @@ def zipf_cdf(n, alpha):
     return c / c[-1]
 
 
+def ranks(cdf, u):
+    """np.searchsorted(cdf, u), looking the uniforms up in sorted order: the
+    same ranks, with cache-friendly probes of a large cdf."""
+    order = np.argsort(u)
+    out = np.empty(len(u), np.int64)
+    out[order] = np.searchsorted(cdf, u[order])
+    return out
+
+
 def check_positive(kind, **values):
     check_at_least(kind, 1e-300, **values)
 

@@ -6,7 +6,7 @@ import numpy as np
 from harness.trace import schema as ts
 from harness.trace.synth.common import (CHUNK, PAGE, Param, Stream, cat, check_at_least, check_span,
                                         check_positive, device_id, events, fail, frames,
-                                        parse_size, workload, zipf_cdf)
+                                        parse_size, ranks, workload, zipf_cdf)
 from harness.trace.writer import TraceWriter
 
 TO, FROM, BIDI, MORE, API, BLOCKING = (ts.FLAG_TO_DEVICE, ts.FLAG_FROM_DEVICE,
@@ -172,7 +172,7 @@ def vfio_guest(path, guest_ram="4G", ram_below_4g="2G", backing="2M", accesses=1
         for k0 in range(0, accesses, CHUNK):
             k = np.arange(k0, min(accesses, k0 + CHUNK), dtype=np.int64)
             if cdf is not None:
-                rank = np.searchsorted(cdf, rng.random(len(k)))
+                rank = ranks(cdf, rng.random(len(k)))
                 page = perm[rank] if perm is not None else rank
             else:
                 page = rng.integers(0, gpages, len(k))
@@ -310,7 +310,7 @@ def random_access(path, footprint="64M", map_size="2M", accesses=1_000_000, acce
         cdf = zipf_cdf(npages, alpha) if distribution == "zipf" else None
         for k0 in range(0, accesses, CHUNK):
             n = min(CHUNK, accesses - k0)
-            page = perm[np.searchsorted(cdf, rng.random(n))] if cdf is not None else \
+            page = perm[ranks(cdf, rng.random(n))] if cdf is not None else \
                 rng.integers(0, npages, n)
             off = page % ppm * PAGE + rng.integers(0, (PAGE - access_size) // 64 + 1, n) * 64
             t = np.round(np.arange(k0, k0 + n) * gap).astype(np.int64) + 1
