@@ -177,7 +177,11 @@ def test_builtin_models_ship_in_the_wheel(tmp_path):
     wheel = next(tmp_path.glob("iommu_harness-*.whl"))
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    code = "from harness import models; print(models.BUILTIN_DIR); print(len(models.available()))"
+    packages = {str(p.parent.relative_to(ROOT)) for p in (ROOT / "harness").rglob("__init__.py")}
+    shipped = {str(p.parent.relative_to(site)) for p in (site / "harness").rglob("__init__.py")}
+    assert packages <= shipped, packages - shipped  # pyproject lists every package
+    code = ("import harness.cli; from harness import models; print(models.BUILTIN_DIR); "
+            "print(len(models.available()))")
     env = dict(os.environ, PYTHONPATH=str(site))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          cwd=tmp_path, check=True).stdout.split()
