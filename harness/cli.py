@@ -249,6 +249,122 @@ def run(
             out.print(_view_table(*view))
 
 
+class _SweepProgress:
+    """Rich progress bar of a sweep: done/total, failures, ETA."""
+
+    def __init__(self, bar, label):
+        self.bar, self.label, self.failures, self.task = bar, label, 0, None
+
+    def start(self, total, done):
+        self.task = self.bar.add_task(self.label, total=total, completed=done, failures="")
+
+    def advance(self, status):
+        self.failures += status != "ok"
+        self.bar.update(self.task, advance=1,
+                        failures=f"[red]{self.failures} failed[/red]" if self.failures else "")
+
+
+@app.command()
+@user_errors
+def sweep(
+    spec_path: Path = typer.Argument(..., metavar="SPEC", help="Sweep spec (TOML)."),
+    out_dir: Optional[Path] = typer.Option(None, "-o", "--out", help="Results directory "
+                                           "(default results/<spec name>)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Parallel runs (default: cores)."),
+    executor: str = typer.Option("local", help="local | dask"),
+    scheduler: Optional[str] = typer.Option(None, help="Dask scheduler address (tcp://host:port)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Run every trace x model x flush x gfp x grid point of a spec; resumes where it stopped."""
+    from harness.sweep import runner
+    from harness.sweep import spec as sweep_spec
+    spec = sweep_spec.load(spec_path)
+    out_dir = out_dir or Path("results") / spec.name
+    if jobs is not None and jobs < 1:
+        raise HarnessError(f"--jobs {jobs}: expected >= 1")
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeRemainingColumn(), TextColumn("{task.fields[failures]}"), console=err,
+                  disable=quiet or not err.is_terminal) as bar:
+        manifest = runner.run(spec, out_dir, jobs=jobs, executor=executor, scheduler=scheduler,
+                              progress=_SweepProgress(bar, f"sweep {spec.name}"))
+    from harness.sweep import store
+    failed = store.scan(out_dir).filter(pl_col("status") != "ok").select("run_key", "error").collect()
+    out.print(f"{len(manifest['runs'])} runs in {out_dir} ({len(failed)} failed)")
+    for key, error in failed.iter_rows():
+        err.print(f"[yellow]failed:[/yellow] {key}: {error}", highlight=False, soft_wrap=True)
+
+
+def pl_col(name):
+    import polars as pl
+    return pl.col(name)
+
+
+@app.command()
+@user_errors
+def summary(
+    results_dir: Path = typer.Argument(..., metavar="RESULTS", help="Results directory of a sweep."),
+    fmt: str = typer.Option("table", "--format", help="table | csv | json | markdown"),
+):
+    """Key metrics per trace and model, pivoted by flush mode x gfp policy, with ratios to strict."""
+    from harness.analysis.summary import GROUP, pivot
+    df = pivot(results_dir)
+    if fmt != "table":
+        return _print_frame(df, fmt, "")
+    for key, part in df.group_by(list(GROUP), maintain_order=True):
+        title = " · ".join(k for k in key if k and k != "{}")
+        _print_frame(part.drop(list(GROUP)), "table", title)
+
+
+def _print_frame(df, fmt, title):
+    import polars as pl
+    if fmt == "csv":
+        out.print(df.write_csv(), end="", soft_wrap=True, highlight=False, markup=False)
+    elif fmt == "json":
+        out.print(df.write_json(), soft_wrap=True, highlight=False, markup=False)
+    elif fmt == "markdown":
+        with pl.Config(tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True,
+                       tbl_hide_dataframe_shape=True, tbl_rows=-1, tbl_cols=-1, tbl_width_chars=10_000,
+                       fmt_str_lengths=200):
+            out.print(str(df), soft_wrap=True, highlight=False, markup=False)
+    elif fmt == "table":
+        t = Table(title=title, title_justify="left")
+        cells = [[f"{v:,.4g}" if isinstance(v, float) else ("" if v is None else str(v)) for v in r]
+                 for r in df.iter_rows()]
+        widths = [max([len(c), 10] + [len(r[i]) for r in cells]) for i, c in enumerate(df.columns)]
+        for c, w in zip(df.columns, widths):
+            t.add_column(c, no_wrap=True, min_width=w,
+                         justify="left" if df[c].dtype == pl.Utf8 else "right")
+        for r in cells:
+            t.add_row(*r)
+        wide = Console(file=out.file, width=max(out.width, sum(widths) + 3 * len(widths) + 30),
+                       force_terminal=out.is_terminal)
+        wide.print(t)
+    else:
+        raise HarnessError(f"--format {fmt}: expected table, csv, json or markdown")
+
+
+@app.command()
+@user_errors
+def compare(
+    a: Path = typer.Argument(..., help="Results directory A (baseline)."),
+    b: Path = typer.Argument(..., help="Results directory B."),
+    rtol: float = typer.Option(0.0, help="Relative tolerance per metric."),
+):
+    """Metric-by-metric differences between two result sets; exit 1 when any differs."""
+    from harness.analysis.compare import compare as diff_sets
+    diff, only, matched = diff_sets(a, b, rtol)
+    short = pl_col("trace_sha256").str.slice(0, 12)
+    diff, only = diff.with_columns(short), only.with_columns(short)
+    if len(diff):
+        _print_frame(diff, "table", f"{len(diff)} metric values differ beyond rtol {rtol}")
+    if len(only):
+        _print_frame(only, "table", f"{len(only)} runs in only one of the sets")
+    out.print(f"{matched} runs matched; {len(diff)} metric values differ beyond rtol {rtol}; "
+              f"{len(only)} runs unmatched")
+    if len(diff) or len(only):
+        raise typer.Exit(1)
+
+
 _register_synth()
 
 

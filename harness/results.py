@@ -25,6 +25,18 @@ def row(config, values, hw_view=None):
     return out
 
 
+CONFIG_KEYS = ("trace", "trace_sha256", "trace_provenance", "model", "family", "flush",
+               "effective_flush", "gfp", "overrides", "params", "seed", "harness_version")
+
+
+def failed_row(values, error):
+    """The row of a run that failed: the config columns it has, null metrics."""
+    out = {k: None for k in CONFIG_KEYS} | {"run_id": None, "hw_counters": None}
+    out.update({m.name: None for m in metrics.ALL})
+    out.update(values, status="error", error=error)
+    return out
+
+
 def config(reader_path, sha256, provenance, spec, overrides, flush, effective_flush, gfp):
     return {
         "trace": os.path.basename(reader_path),

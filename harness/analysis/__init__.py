@@ -1,0 +1,1 @@
+"""Analysis of a results dataset: polars summaries and comparisons."""

@@ -1,0 +1,116 @@
+"""Running a sweep: make its traces, then every run not yet on disk, on an
+executor; a failing run is recorded with its error and the sweep goes on."""
+
+import json
+import os
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+
+from harness import __version__, models, results
+from harness.errors import HarnessError
+from harness.sweep import spec as sweep_spec
+from harness.sweep import store
+from harness.trace import synth
+from harness.trace.reader import TraceReader
+from harness.vendors import counter_view
+
+
+def make_traces(spec, out):
+    """Path, sha256 and provenance of every trace; synth recipes are written
+    once to out/traces/ (atomically, so an existing file is complete)."""
+    made = {}
+    for t in spec.traces:
+        if t.file:
+            path = Path(t.file)
+        else:
+            path = Path(out) / "traces" / f"{t.label}.arrow"
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                synth.generate(t.kind, path, seed=t.seed, **t.options)
+        with TraceReader(path) as r:
+            made[t.label] = {"path": str(path), "sha256": r.sha256(), "provenance": r.provenance,
+                             "rows": r.num_rows}
+    return made
+
+
+def plan(spec, traces, out):
+    """Every run as a task: its key, where its row goes, what it needs."""
+    tasks = []
+    for t in spec.traces:
+        info = traces[t.label]
+        for run in sweep_spec.runs(spec, t.label):
+            mspec = models.resolve(run.model).with_overrides(list(run.overrides))
+            key = store.run_key(info["sha256"], run.model, mspec.params, run.flush, run.gfp)
+            tasks.append({"key": key, "trace": t.label, "trace_path": info["path"],
+                          "trace_sha256": info["sha256"], "model": run.model, "flush": run.flush,
+                          "gfp": run.gfp, "overrides": list(run.overrides),
+                          "path": str(store.partition(out, run.model, run.flush, run.gfp) / f"{key}.parquet")})
+    return tasks
+
+
+def execute(task):
+    """One run in a worker: simulate and write its row; never raises."""
+    from harness.core.simulator import Simulator
+    try:
+        spec = models.resolve(task["model"]).with_overrides(task["overrides"])
+        with TraceReader(task["trace_path"]) as reader:
+            sim = Simulator(spec, task["flush"], task["gfp"], reader.num_cpus)
+            values = sim.run(reader)
+            cfg = results.config(reader.path, task["trace_sha256"], reader.provenance, spec,
+                                 task["overrides"], task["flush"], sim.effective_flush, task["gfp"])
+        row = results.row(cfg, values, counter_view(spec, values))
+        row.update(status="ok", error=None)
+    except Exception as e:  # recorded in the dataset; the sweep goes on
+        msg = str(e) if isinstance(e, HarnessError) else "".join(
+            traceback.format_exception_only(type(e), e)).strip()
+        row = results.failed_row({
+            "trace": os.path.basename(task["trace_path"]), "trace_sha256": task["trace_sha256"],
+            "model": task["model"], "flush": task["flush"], "gfp": task["gfp"],
+            "overrides": json.dumps(dict(o.split("=", 1) for o in task["overrides"]), sort_keys=True),
+            "harness_version": __version__}, msg)
+    row.update(run_key=task["key"], sweep_trace=task["trace"])
+    store.write_row(task["path"], row)
+    return task["key"], row["status"]
+
+
+def run(spec, out, jobs=None, executor="local", scheduler=None, progress=None):
+    """Run the sweep into out; returns the manifest."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for tmp in out.glob("**/*.tmp"):  # left by a run or trace killed mid-write
+        tmp.unlink()
+    traces = make_traces(spec, out)
+    tasks = plan(spec, traces, out)
+    done = store.finished(out)
+    todo = [t for t in tasks if t["key"] not in done]
+    if progress:
+        progress.start(len(tasks), len(tasks) - len(todo))
+    failures = 0
+    for key, status in _executor(executor, jobs, scheduler)(todo):
+        failures += status != "ok"
+        if progress:
+            progress.advance(status)
+    manifest = {"sweep": spec.name, "spec": str(spec.path), "harness_version": __version__,
+                "traces": traces,
+                "runs": [{k: t[k] for k in ("key", "trace", "model", "flush", "gfp", "overrides")}
+                         | {"path": os.path.relpath(t["path"], out)} for t in tasks]}
+    store.write_manifest(out, manifest)
+    return manifest
+
+
+def _executor(name, jobs, scheduler):
+    if name == "local":
+        return lambda todo: _local(todo, jobs or os.cpu_count() or 1)
+    raise HarnessError(f"--executor {name}: expected local")
+
+
+def _local(todo, jobs):
+    if jobs == 1:
+        for task in todo:
+            yield execute(task)
+        return
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        for f in as_completed([pool.submit(execute, t) for t in todo]):
+            yield f.result()

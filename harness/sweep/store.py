@@ -1,0 +1,75 @@
+"""The results store of a sweep: a hive-partitioned parquet dataset
+(model=/flush=/gfp=/<key>.parquet, one row per run) and a manifest.
+
+Every run's row is written under a temporary name and renamed, so a file
+that exists is complete: a restarted sweep skips the runs whose key has a
+file. A run's key hashes its trace's sha256, the resolved model parameters
+with its overrides, the flush mode, the gfp policy and the harness version.
+"""
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import polars as pl
+
+from harness import __version__, metrics
+
+MANIFEST = "manifest.json"
+
+
+def run_key(trace_sha256, model, params, flush, gfp):
+    blob = json.dumps({"trace_sha256": trace_sha256, "model": model, "params": params,
+                       "flush": flush, "gfp": gfp, "harness_version": __version__}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def partition(out, model, flush, gfp):
+    return Path(out) / f"model={model}" / f"flush={flush}" / f"gfp={gfp}"
+
+
+def finished(out):
+    """Keys of the runs whose row is on disk."""
+    return {p.stem for p in Path(out).glob("model=*/flush=*/gfp=*/*.parquet")}
+
+
+def write_row(path, row):
+    """One row to path via a temporary name in the same directory and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        pl.DataFrame([row], schema=row_schema(row)).write_parquet(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def row_schema(row):
+    """Fixed column types, whatever the values: a failed run's null metrics
+    and a trace file's null seed keep their types."""
+    derived = {m.name for m in metrics.DERIVED}
+
+    def typ(k):
+        if k in metrics.BY_NAME:
+            return pl.Float64 if k in derived else pl.Int64
+        return pl.Int64 if k == "seed" else pl.Utf8
+    return {k: typ(k) for k in row}
+
+
+def write_manifest(out, manifest):
+    path = Path(out) / MANIFEST
+    tmp = path.with_name(f"{MANIFEST}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def scan(out):
+    """Lazy frame over every run row of a results directory."""
+    files = sorted(Path(out).glob("model=*/flush=*/gfp=*/*.parquet"))
+    if not files:
+        from harness.errors import HarnessError
+        raise HarnessError(f"{out}: no results (expected model=*/flush=*/gfp=*/*.parquet)")
+    return pl.scan_parquet([str(f) for f in files], hive_partitioning=False)

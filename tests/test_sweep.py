@@ -1,0 +1,146 @@
+"""Sweeps: spec validation, the results store, resume after SIGKILL, failed
+runs recorded, summary and compare."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from harness.analysis.compare import compare
+from harness.analysis.summary import pivot
+from harness.cli import app
+from harness.errors import HarnessError
+from harness.sweep import runner, spec as sweep_spec, store
+
+from conftest import mp, um, write_trace
+
+ROOT = Path(__file__).parent.parent
+cli = CliRunner()
+
+SPEC = """
+name = "t"
+models = ["intel-vtd-legacy", "none"]
+flush = ["strict", "lazy"]
+gfp = ["atomic", "kernel-account"]
+[grid]
+"iotlb.entries" = [16, 64]
+[[traces]]
+synth = "nic-rx"
+packets = 3000
+queues = 2
+ring = 64
+[[traces]]
+file = "bad.arrow"
+"""
+
+
+@pytest.fixture
+def spec_file(tmp_path):
+    # a trace the simulator refuses at row 1: its run fails, the sweep goes on
+    write_trace(tmp_path / "bad.arrow", [mp(0, 0), um(1, 5)])
+    p = tmp_path / "t.toml"
+    p.write_text(SPEC)
+    return p
+
+
+def frame(out):
+    return store.scan(out).collect().sort("run_key")
+
+
+def test_sweep_store_manifest_and_failures(spec_file, tmp_path):
+    out = tmp_path / "res"
+    r = cli.invoke(app, ["sweep", str(spec_file), "-o", str(out), "-j", "1"])
+    assert r.exit_code == 0, r.output
+    # per trace: vtd 2 flush x 2 gfp x 2 sizes + none 2 x 2 (no IOTLB grid) = 12
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["runs"]) == 24 and "24 runs" in r.output and "(12 failed)" in r.output
+    df = frame(out)
+    assert len(df) == 24 and df["run_key"].n_unique() == 24
+    assert sorted(p.relative_to(out).parts[0] for p in out.glob("model=*")) == ["model=intel-vtd-legacy", "model=none"]
+    bad = df.filter(pl.col("status") == "error")
+    assert len(bad) == 12 and bad["error"].str.contains("row 1: unmap of handle 5").all()
+    assert bad["iotlb_misses"].null_count() == 12
+    ok = df.filter(pl.col("status") == "ok")
+    vtd = ok.filter(pl.col("model") == "intel-vtd-legacy")
+    assert (vtd["flush"] == vtd["effective_flush"]).all()
+    assert set(vtd["overrides"]) == {'{"iotlb.entries": "16"}', '{"iotlb.entries": "64"}'}
+    # a rerun skips every finished run (failed ones included)
+    before = {p: p.stat().st_mtime_ns for p in out.glob("model=*/*/*/*.parquet")}
+    r = cli.invoke(app, ["sweep", str(spec_file), "-o", str(out), "-j", "1"])
+    assert r.exit_code == 0 and before == {p: p.stat().st_mtime_ns for p in out.glob("model=*/*/*/*.parquet")}
+
+
+def test_spec_errors(tmp_path):
+    cases = [
+        ('models = ["intel-vtd-legacy"]\nbogus = 1\n[[traces]]\nsynth = "nic-rx"\n', "unknown key(s) bogus"),
+        ('models = ["no-such"]\n[[traces]]\nsynth = "nic-rx"\n', "no-such"),
+        ('models = ["none"]\nflush = ["eager"]\n[[traces]]\nsynth = "nic-rx"\n', "flush 'eager'"),
+        ('models = ["none"]\n[grid]\n"iotlb.entries" = [1]\n[[traces]]\nsynth = "nic-rx"\n', "no model of the sweep"),
+        ('models = ["none"]\n[[traces]]\nfile = "missing.arrow"\n', "not found"),
+        ('models = ["none"]\n[[traces]]\nsynth = "nic-rx"\nwarp = 9\n', "unknown option(s) warp"),
+        ('models = ["none"]\n', "at least one [[traces]]"),
+        ('models = [\n', "not valid TOML"),
+    ]
+    for text, message in cases:
+        p = tmp_path / "s.toml"
+        p.write_text(text)
+        with pytest.raises(HarnessError, match=None) as e:
+            sweep_spec.load(p)
+        assert message in str(e.value) and str(p) in str(e.value)
+    r = cli.invoke(app, ["sweep", str(p)])
+    assert r.exit_code == 2 and "not valid TOML" in r.output
+
+
+def test_killed_sweep_resumes_to_the_same_dataset(spec_file, tmp_path):
+    spec_file.write_text(SPEC.replace("packets = 3000", "packets = 60000"))  # runs long enough to kill
+    full = tmp_path / "full"
+    runner.run(sweep_spec.load(spec_file), full, jobs=1)
+    part = tmp_path / "part"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "sweep", str(spec_file), "-o", str(part),
+                             "-j", "2", "-q"], env=env, start_new_session=True)
+    deadline = time.time() + 120
+    while len(list(part.glob("model=*/*/*/*.parquet"))) < 6 and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its workers, mid-run
+    proc.wait()
+    done = len(list(part.glob("model=*/*/*/*.parquet")))
+    assert 6 <= done < 24
+    runner.run(sweep_spec.load(spec_file), part, jobs=2)
+    assert not list(part.glob("**/*.tmp"))
+    a, b = frame(full), frame(part)
+    assert a.drop("trace_provenance").equals(b.drop("trace_provenance"))
+    assert len(list(part.glob("model=*/*/*/*.parquet"))) == 24
+
+
+def test_summary_and_compare(spec_file, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    runner.run(sweep_spec.load(spec_file), a, jobs=1)
+    s = pivot(a)
+    vtd = s.filter((pl.col("model") == "intel-vtd-legacy") & (pl.col("metric") == "inv_cmds_per_mib"))
+    assert len(vtd) == 2  # one row per IOTLB size
+    assert (vtd["lazy/atomic vs strict"] < 0.1).all() and (vtd["strict/atomic"] > 0).all()
+    for fmt in ("table", "csv", "json", "markdown"):
+        r = cli.invoke(app, ["summary", str(a), "--format", fmt])
+        assert r.exit_code == 0 and "inv_cmds_per_mib" in r.output, fmt
+    r = cli.invoke(app, ["compare", str(a), str(a)])
+    assert r.exit_code == 0 and "0 metric values differ" in r.output
+    runner.run(sweep_spec.load(spec_file), b, jobs=1)
+    diff, only, matched = compare(a, b)
+    assert len(diff) == 0 and len(only) == 0 and matched == 12
+    # perturb one row of B: compare names it and exits 1 beyond rtol, 0 within
+    f = next(f for f in b.glob("model=intel-vtd-legacy/flush=lazy/gfp=atomic/*.parquet")
+             if pl.read_parquet(f)["status"][0] == "ok")
+    df = pl.read_parquet(f)
+    df.with_columns(pl.col("walk_reads") + 1, pl.col("iotlb_miss_rate") * 1.001).write_parquet(f)
+    r = cli.invoke(app, ["compare", str(a), str(b)])
+    assert r.exit_code == 1 and "walk_reads" in r.output and "iotlb_miss_rate" in r.output
+    r = cli.invoke(app, ["compare", str(a), str(b), "--rtol", "0.01"])
+    assert r.exit_code == 0
