@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/iommu-harness
 STAMP := $(VENV)/.installed-stamp
-DEMO := results/demo
+DEMO := results/default
 
 .PHONY: install test demo bench samples clean
 
@@ -21,14 +21,12 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	mkdir -p $(DEMO)
-	$(CLI) trace synth nic-rx -o $(DEMO)/nic-rx.arrow --packets 1000000 --queues 8 --ring 1024 --rate 8e6
-	$(CLI) trace info $(DEMO)/nic-rx.arrow
-	$(CLI) run $(DEMO)/nic-rx.arrow --model intel-vtd-legacy --flush strict --gfp atomic --out $(DEMO)
-	$(CLI) run $(DEMO)/nic-rx.arrow --model intel-vtd-legacy --flush lazy --gfp atomic --out $(DEMO)
+	$(CLI) sweep sweeps/default.toml -o $(DEMO)
+	$(CLI) summary $(DEMO)
+	$(CLI) report $(DEMO) -o $(DEMO)/report.html
 
 bench: $(STAMP)
-	$(PY) -m benchmarks.bench_throughput
+	$(PY) -m benchmarks.bench_throughput --sweep sweeps/default.toml
 
 clean:
 	rm -rf $(VENV) .bench

@@ -1,6 +1,7 @@
 """Throughput and memory of the simulator on project-generated traces.
 
     python -m benchmarks.bench_throughput [--events 10000000] [--models all] [--rss-events 100000000]
+        [--sweep sweeps/default.toml]
 
 Prints events/s for a nic-rx trace per model (intel-vtd-legacy, or one model per
 family with --models all) in strict and lazy mode on one core (numba cache warmed first; fastest of --repeat runs), and with --rss-events the peak RSS of a
@@ -53,6 +54,26 @@ def run(path, flush, model="intel-vtd-legacy"):
         return res["events"], time.perf_counter() - t
 
 
+def sweep_speedup(spec_path):
+    """Wall time of a sweep with 1 and 2 jobs, traces made beforehand."""
+    import shutil
+    from harness.sweep import runner, spec as sweep_spec
+    spec = sweep_spec.load(spec_path)
+    base = CACHE / f"sweep-{spec.name}"
+    traces = base / "traces-only"
+    runner.make_traces(spec, traces)
+    times = {}
+    for jobs in (1, 2):
+        out = base / f"jobs{jobs}"
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(traces / "traces", out / "traces")
+        t = time.perf_counter()
+        manifest = runner.run(spec, out, jobs=jobs)
+        times[jobs] = time.perf_counter() - t
+        print(f"sweep {spec.name}: {len(manifest['runs'])} runs, --jobs {jobs}: {times[jobs]:.1f} s")
+    print(f"--jobs 2 speedup: {times[1] / times[2]:.2f}x")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=10_000_000)
@@ -60,11 +81,14 @@ def main():
     ap.add_argument("--rss-events", type=int, default=0, help="also measure peak RSS on this many events")
     ap.add_argument("--models", default="intel-vtd-legacy",
                     help="comma-separated models, or 'all' for one model per family")
+    ap.add_argument("--sweep", help="also time this sweep spec with --jobs 1 and 2 (all cores)")
     ap.add_argument("--child-run", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child_run:
         run(Path(args.child_run), "lazy")
         return
+    if args.sweep:
+        sweep_speedup(args.sweep)
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
     run(nic_trace(3000), "strict")  # load or compile the kernels
     path = nic_trace(args.events)

@@ -345,6 +345,17 @@ def _print_frame(df, fmt, title):
 
 @app.command()
 @user_errors
+def report(
+    results_dir: Path = typer.Argument(..., metavar="RESULTS", help="Results directory of a sweep."),
+    output: Path = typer.Option(..., "-o", "--output", help="HTML file to write."),
+):
+    """One self-contained HTML file: plots and summary tables."""
+    from harness.analysis import report as html_report
+    out.print(f"wrote {html_report.write(results_dir, output)}")
+
+
+@app.command()
+@user_errors
 def compare(
     a: Path = typer.Argument(..., help="Results directory A (baseline)."),
     b: Path = typer.Argument(..., help="Results directory B."),

@@ -144,3 +144,57 @@ def test_summary_and_compare(spec_file, tmp_path):
     assert r.exit_code == 1 and "walk_reads" in r.output and "iotlb_miss_rate" in r.output
     r = cli.invoke(app, ["compare", str(a), str(b), "--rtol", "0.01"])
     assert r.exit_code == 0
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dask_scheduler_and_two_workers_run_the_sweep(spec_file, tmp_path):
+    """A real `dask scheduler` and two `dask worker` processes on loopback."""
+    from distributed import Client
+    port = _free_port()
+    addr = f"tcp://127.0.0.1:{port}"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    procs = [subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1",
+                               "--port", str(port), "--no-dashboard"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        for i in range(2):
+            procs.append(subprocess.Popen([sys.executable, "-m", "dask", "worker", addr, "--nthreads", "1",
+                                           "--no-dashboard", "--name", f"w{i}"], env=env,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.time() + 60
+        while True:  # the scheduler takes a moment to listen
+            try:
+                with Client(addr, timeout="2s") as c:
+                    c.wait_for_workers(2, timeout=60)
+                    break
+            except OSError:
+                assert time.time() < deadline, "dask scheduler did not start"
+                time.sleep(0.5)
+        out = tmp_path / "dask"
+        r = cli.invoke(app, ["sweep", str(spec_file), "-o", str(out), "--executor", "dask",
+                             "--scheduler", addr])
+        assert r.exit_code == 0, r.output
+        local = tmp_path / "local"
+        runner.run(sweep_spec.load(spec_file), local, jobs=1)
+        assert frame(out).drop("trace_provenance").equals(frame(local).drop("trace_provenance"))
+        with Client(addr) as c:  # both workers are still there: none died running the sweep
+            assert len(c.scheduler_info()["workers"]) == 2
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+
+
+def test_dask_local_cluster(spec_file, tmp_path):
+    r = cli.invoke(app, ["sweep", str(spec_file), "-o", str(tmp_path / "o"), "--executor", "dask",
+                         "-j", "2"])
+    assert r.exit_code == 0 and "24 runs" in r.output, r.output
+    r = cli.invoke(app, ["sweep", str(spec_file), "-o", str(tmp_path / "p"), "--scheduler", "tcp://x:1"])
+    assert r.exit_code == 2 and "--scheduler needs --executor dask" in r.output

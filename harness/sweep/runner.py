@@ -51,7 +51,7 @@ def plan(spec, traces, out):
 
 
 def execute(task):
-    """One run in a worker: simulate and write its row; never raises."""
+    """One run in a worker: its result row (or its error row); never raises."""
     from harness.core.simulator import Simulator
     try:
         spec = models.resolve(task["model"]).with_overrides(task["overrides"])
@@ -71,8 +71,7 @@ def execute(task):
             "overrides": json.dumps(dict(o.split("=", 1) for o in task["overrides"]), sort_keys=True),
             "harness_version": __version__}, msg)
     row.update(run_key=task["key"], sweep_trace=task["trace"])
-    store.write_row(task["path"], row)
-    return task["key"], row["status"]
+    return row
 
 
 def run(spec, out, jobs=None, executor="local", scheduler=None, progress=None):
@@ -87,11 +86,12 @@ def run(spec, out, jobs=None, executor="local", scheduler=None, progress=None):
     todo = [t for t in tasks if t["key"] not in done]
     if progress:
         progress.start(len(tasks), len(tasks) - len(todo))
-    failures = 0
-    for key, status in _executor(executor, jobs, scheduler)(todo):
-        failures += status != "ok"
+    by_key = {t["key"]: t for t in todo}
+    for row in _executor(executor, jobs, scheduler)(todo):
+        # atomic: a killed sweep loses only the runs in flight
+        store.write_row(by_key[row["run_key"]]["path"], row)
         if progress:
-            progress.advance(status)
+            progress.advance(row["status"])
     manifest = {"sweep": spec.name, "spec": str(spec.path), "harness_version": __version__,
                 "traces": traces,
                 "runs": [{k: t[k] for k in ("key", "trace", "model", "flush", "gfp", "overrides")}
@@ -101,12 +101,17 @@ def run(spec, out, jobs=None, executor="local", scheduler=None, progress=None):
 
 
 def _executor(name, jobs, scheduler):
+    if scheduler and name != "dask":
+        raise HarnessError("--scheduler needs --executor dask")
     if name == "local":
         return lambda todo: _local(todo, jobs or os.cpu_count() or 1)
-    raise HarnessError(f"--executor {name}: expected local")
+    if name == "dask":
+        return lambda todo: _dask(todo, jobs or os.cpu_count() or 1, scheduler)
+    raise HarnessError(f"--executor {name}: expected local or dask")
 
 
 def _local(todo, jobs):
+    """Runs in this process (jobs 1) or a pool of spawned processes."""
     if jobs == 1:
         for task in todo:
             yield execute(task)
@@ -114,3 +119,33 @@ def _local(todo, jobs):
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
         for f in as_completed([pool.submit(execute, t) for t in todo]):
             yield f.result()
+
+
+def _dask(todo, jobs, scheduler):
+    """Runs on a Dask cluster: an existing one at `scheduler`, or a LocalCluster
+    of `jobs` single-threaded worker processes. Workers read the traces from
+    their paths (a filesystem they share with this machine); rows come back
+    here and are written by this process."""
+    try:
+        from distributed import Client, LocalCluster
+        from distributed import as_completed as dask_completed
+    except ImportError:
+        raise HarnessError("--executor dask needs the distributed package") from None
+    cluster = None
+    try:
+        if scheduler:
+            client = Client(scheduler, timeout="30s")
+        else:
+            cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
+                                   dashboard_address=None)
+            client = Client(cluster)
+    except OSError as e:
+        raise HarnessError(f"--scheduler {scheduler}: cannot connect: {e}") from None
+    try:
+        futures = client.map(execute, todo, key=[f"run-{t['key']}" for t in todo], pure=False)
+        for f in dask_completed(futures):
+            yield f.result()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
