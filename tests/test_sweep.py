@@ -87,6 +87,16 @@ def test_spec_errors(tmp_path):
         ('models = ["none"]\n[[traces]]\nsynth = "nic-rx"\nwarp = 9\n', "unknown option(s) warp"),
         ('models = ["none"]\n', "at least one [[traces]]"),
         ('models = [\n', "not valid TOML"),
+        ('models = ["none"]\n[[traces]]\nfile = 1\n', "expected file"),
+        ('models = ["none"]\n[[traces]]\nsynth = ["nic-rx"]\n', "expected one of"),
+        ('models = ["none"]\n[[traces]]\nsynth = "nic-rx"\npackets = "abc"\n', "packets = 'abc': expected int"),
+        ('models = ["none"]\n[[traces]]\nsynth = "nic-rx"\npage_pool = "yes"\n', "expected bool"),
+        ('models = ["none"]\nseeds = [-1]\n[[traces]]\nsynth = "nic-rx"\n', "seeds: expected integers >= 0"),
+        ('name = "../x"\nmodels = ["none"]\n[[traces]]\nsynth = "nic-rx"\n', "expected a plain name"),
+        ('models = ["none", "intel-vtd-legacy"]\n[grid]\n"iotlb.entries" = [64, 64]\n'
+         '[[traces]]\nsynth = "nic-rx"\n', "listed twice"),
+        ('models = ["intel-vtd-legacy"]\n[grid]\n"iotlb.entries" = [1979-05-27]\n'
+         '[[traces]]\nsynth = "nic-rx"\n', "non-empty list of values"),
     ]
     for text, message in cases:
         p = tmp_path / "s.toml"
@@ -94,6 +104,7 @@ def test_spec_errors(tmp_path):
         with pytest.raises(HarnessError, match=None) as e:
             sweep_spec.load(p)
         assert message in str(e.value) and str(p) in str(e.value)
+    p.write_text("models = [\n")
     r = cli.invoke(app, ["sweep", str(p)])
     assert r.exit_code == 2 and "not valid TOML" in r.output
 
@@ -134,7 +145,7 @@ def test_summary_and_compare(spec_file, tmp_path):
     assert r.exit_code == 0 and "0 metric values differ" in r.output
     runner.run(sweep_spec.load(spec_file), b, jobs=1)
     diff, only, matched = compare(a, b)
-    assert len(diff) == 0 and len(only) == 0 and matched == 12
+    assert len(diff) == 0 and len(only) == 0 and matched == 24
     # perturb one row of B: compare names it and exits 1 beyond rtol, 0 within
     f = next(f for f in b.glob("model=intel-vtd-legacy/flush=lazy/gfp=atomic/*.parquet")
              if pl.read_parquet(f)["status"][0] == "ok")
@@ -198,3 +209,52 @@ def test_dask_local_cluster(spec_file, tmp_path):
     assert r.exit_code == 0 and "24 runs" in r.output, r.output
     r = cli.invoke(app, ["sweep", str(spec_file), "-o", str(tmp_path / "p"), "--scheduler", "tcp://x:1"])
     assert r.exit_code == 2 and "--scheduler needs --executor dask" in r.output
+
+
+def test_rows_of_an_earlier_sweep_are_not_read(spec_file, tmp_path):
+    out = tmp_path / "o"
+    runner.run(sweep_spec.load(spec_file), out, jobs=1)
+    spec_file.write_text(SPEC.replace('"none"]', '"none"]\nseeds = [2]'))  # other traces, same directory
+    runner.run(sweep_spec.load(spec_file), out, jobs=1)
+    assert len(list(out.glob("model=*/*/*/*.parquet"))) == 36  # bad.arrow runs are shared
+    df = frame(out)
+    assert len(df) == 24 and len(pivot(out)) > 0
+    with pytest.raises(HarnessError, match="another sweep is writing"):
+        with store.Lock(out):
+            runner.run(sweep_spec.load(spec_file), out, jobs=1)
+
+
+def test_same_content_traces_are_refused(tmp_path):
+    write_trace(tmp_path / "a.arrow", [mp(0, 0)])
+    write_trace(tmp_path / "b.arrow", [mp(0, 0)])
+    p = tmp_path / "s.toml"
+    p.write_text('models = ["none"]\n[[traces]]\nfile = "a.arrow"\n[[traces]]\nfile = "b.arrow"\n')
+    with pytest.raises(HarnessError, match="same content"):
+        runner.run(sweep_spec.load(p), tmp_path / "o", jobs=1)
+
+
+def test_a_killed_worker_process_does_not_stop_the_sweep(spec_file, tmp_path):
+    """SIGKILL one pool worker mid-sweep: the runs it left are retried one per
+    process and every run ends with a row."""
+    spec_file.write_text(SPEC.replace("packets = 3000", "packets = 40000"))
+    spec = sweep_spec.load(spec_file)
+    out = tmp_path / "o"
+    out.mkdir()
+    tasks = runner.plan(spec, runner.make_traces(spec, out), out)
+    rows = []
+    for row in runner._local(tasks, 2):
+        rows.append(row)
+        if len(rows) == 1:
+            kids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
+                    and (p / "stat").exists() and _ppid(p) == os.getpid()]
+            os.kill(max(kids), signal.SIGKILL)
+    assert sorted(r["run_key"] for r in rows) == sorted(t["key"] for t in tasks)
+    assert {r["status"] for r in rows} == {"ok", "error"}  # the bad.arrow runs fail as they should
+    assert not any("process died" in (r["error"] or "") for r in rows)
+
+
+def _ppid(proc):
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1

@@ -4,6 +4,7 @@ gfp) and against the `none` model (same trace and modes)."""
 
 import polars as pl
 
+from harness.errors import HarnessError
 from harness.sweep import store
 
 KEY_METRICS = ("iotlb_miss_rate", "inv_cmds_per_mib", "inv_cost_ns_per_mib", "stale_hits",
@@ -36,6 +37,8 @@ def pivot(out, metrics=KEY_METRICS):
     to the none model (when some ratio exists)."""
     df = long_frame(out, metrics).collect().with_columns(
         (pl.col("flush") + "/" + pl.col("gfp")).alias("mode"))
+    if not len(df):
+        raise HarnessError(f"{out}: no successful runs to summarise (see the error column)")
     index = list(GROUP) + ["metric"]
     values = df.pivot(on="mode", index=index, values="value", sort_columns=True)
     out = values

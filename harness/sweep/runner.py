@@ -5,6 +5,7 @@ import json
 import os
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -37,12 +38,21 @@ def make_traces(spec, out):
 
 def plan(spec, traces, out):
     """Every run as a task: its key, where its row goes, what it needs."""
-    tasks = []
+    tasks, seen = [], {}
+    shas = {}
+    for label, info in traces.items():
+        other = shas.setdefault(info["sha256"], label)
+        if other != label:
+            raise HarnessError(f"{spec.path}: traces {other} and {label} have the same content")
     for t in spec.traces:
         info = traces[t.label]
         for run in sweep_spec.runs(spec, t.label):
             mspec = models.resolve(run.model).with_overrides(list(run.overrides))
             key = store.run_key(info["sha256"], run.model, mspec.params, run.flush, run.gfp)
+            if key in seen:
+                raise HarnessError(f"{spec.path}: runs {seen[key]} and {run.overrides} of {run.model} "
+                                   "have the same parameters")
+            seen[key] = run.overrides
             tasks.append({"key": key, "trace": t.label, "trace_path": info["path"],
                           "trace_sha256": info["sha256"], "model": run.model, "flush": run.flush,
                           "gfp": run.gfp, "overrides": list(run.overrides),
@@ -63,13 +73,18 @@ def execute(task):
         row = results.row(cfg, values, counter_view(spec, values))
         row.update(status="ok", error=None)
     except Exception as e:  # recorded in the dataset; the sweep goes on
-        msg = str(e) if isinstance(e, HarnessError) else "".join(
-            traceback.format_exception_only(type(e), e)).strip()
-        row = results.failed_row({
-            "trace": os.path.basename(task["trace_path"]), "trace_sha256": task["trace_sha256"],
-            "model": task["model"], "flush": task["flush"], "gfp": task["gfp"],
-            "overrides": json.dumps(dict(o.split("=", 1) for o in task["overrides"]), sort_keys=True),
-            "harness_version": __version__}, msg)
+        return _error_row(task, str(e) if isinstance(e, HarnessError) else "".join(
+            traceback.format_exception_only(type(e), e)).strip())
+    row.update(run_key=task["key"], sweep_trace=task["trace"])
+    return row
+
+
+def _error_row(task, msg):
+    row = results.failed_row({
+        "trace": os.path.basename(task["trace_path"]), "trace_sha256": task["trace_sha256"],
+        "model": task["model"], "flush": task["flush"], "gfp": task["gfp"],
+        "overrides": json.dumps(dict(o.split("=", 1) for o in task["overrides"]), sort_keys=True),
+        "harness_version": __version__}, msg)
     row.update(run_key=task["key"], sweep_trace=task["trace"])
     return row
 
@@ -78,25 +93,27 @@ def run(spec, out, jobs=None, executor="local", scheduler=None, progress=None):
     """Run the sweep into out; returns the manifest."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for tmp in out.glob("**/*.tmp"):  # left by a run or trace killed mid-write
-        tmp.unlink()
-    traces = make_traces(spec, out)
-    tasks = plan(spec, traces, out)
-    done = store.finished(out)
-    todo = [t for t in tasks if t["key"] not in done]
-    if progress:
-        progress.start(len(tasks), len(tasks) - len(todo))
-    by_key = {t["key"]: t for t in todo}
-    for row in _executor(executor, jobs, scheduler)(todo):
-        # atomic: a killed sweep loses only the runs in flight
-        store.write_row(by_key[row["run_key"]]["path"], row)
+    execute_all = _executor(executor, jobs, scheduler)
+    with store.Lock(out):
+        for tmp in out.glob("**/*.tmp"):  # left by a run or trace killed mid-write
+            tmp.unlink()
+        traces = make_traces(spec, out)
+        tasks = plan(spec, traces, out)
+        manifest = {"sweep": spec.name, "spec": str(spec.path), "harness_version": __version__,
+                    "traces": traces,
+                    "runs": [{k: t[k] for k in ("key", "trace", "model", "flush", "gfp", "overrides")}
+                             | {"path": os.path.relpath(t["path"], out)} for t in tasks]}
+        store.write_manifest(out, manifest)  # first: summary and report read the runs it lists
+        done = store.finished(out)
+        todo = [t for t in tasks if t["key"] not in done]
         if progress:
-            progress.advance(row["status"])
-    manifest = {"sweep": spec.name, "spec": str(spec.path), "harness_version": __version__,
-                "traces": traces,
-                "runs": [{k: t[k] for k in ("key", "trace", "model", "flush", "gfp", "overrides")}
-                         | {"path": os.path.relpath(t["path"], out)} for t in tasks]}
-    store.write_manifest(out, manifest)
+            progress.start(len(tasks), len(tasks) - len(todo))
+        by_key = {t["key"]: t for t in todo}
+        for row in execute_all(todo) if todo else ():
+            # atomic: a killed sweep loses only the runs in flight
+            store.write_row(by_key[row["run_key"]]["path"], row)
+            if progress:
+                progress.advance(row["status"])
     return manifest
 
 
@@ -116,9 +133,26 @@ def _local(todo, jobs):
         for task in todo:
             yield execute(task)
         return
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-        for f in as_completed([pool.submit(execute, t) for t in todo]):
-            yield f.result()
+    left = {t["key"]: t for t in todo}
+    try:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            for f in as_completed([pool.submit(execute, t) for t in todo]):
+                row = f.result()
+                del left[row["run_key"]]
+                yield row
+    except BrokenProcessPool:
+        # a worker died (killed, out of memory): the runs it left are retried
+        # one per process, so the one that kills its process is recorded
+        for task in left.values():
+            yield _isolated(task)
+
+
+def _isolated(task):
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        try:
+            return pool.submit(execute, task).result()
+        except BrokenProcessPool:
+            return _error_row(task, "the run's worker process died (killed, or out of memory)")
 
 
 def _dask(todo, jobs, scheduler):
@@ -142,9 +176,13 @@ def _dask(todo, jobs, scheduler):
     except OSError as e:
         raise HarnessError(f"--scheduler {scheduler}: cannot connect: {e}") from None
     try:
-        futures = client.map(execute, todo, key=[f"run-{t['key']}" for t in todo], pure=False)
+        by_key = {f"run-{t['key']}": t for t in todo}
+        futures = client.map(execute, todo, key=list(by_key), pure=False)
         for f in dask_completed(futures):
-            yield f.result()
+            try:
+                yield f.result()
+            except Exception as e:  # KilledWorker: the run killed its workers
+                yield _error_row(by_key[f.key], f"the run's worker died: {type(e).__name__}: {e}")
     finally:
         client.close()
         if cluster is not None:

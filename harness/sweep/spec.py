@@ -75,12 +75,16 @@ def _load(path):
     flush = _list(path, data, "flush", ["strict"], str, list(FLUSH_MODES))
     gfp = _list(path, data, "gfp", ["atomic"], str, list(GFP_POLICIES))
     seeds = _list(path, data, "seeds", [1], int)
+    if any(isinstance(x, bool) or x < 0 for x in seeds):
+        raise HarnessError(f"{path}: seeds: expected integers >= 0")
     grid = data.get("grid", {})
     if not isinstance(grid, dict):
         raise HarnessError(f"{path}: [grid] must be a table of parameter = [values]")
     for k, v in grid.items():
-        if not isinstance(v, list) or not v:
+        if not isinstance(v, list) or not v or not all(isinstance(x, (bool, int, float, str, list)) for x in v):
             raise HarnessError(f"{path}: grid {k}: expected a non-empty list of values")
+        if len({json.dumps(x) for x in v}) != len(v):
+            raise HarnessError(f"{path}: grid {k}: a value is listed twice")
         users = [m for m in names if _knows(m, k)]
         if not users:
             raise HarnessError(f"{path}: grid {k}: no model of the sweep has this parameter")
@@ -96,7 +100,10 @@ def _load(path):
     labels = [t.label for t in traces]
     if len(set(labels)) != len(labels):
         raise HarnessError(f"{path}: two [[traces]] entries give the same trace")
-    return Spec(data.get("name", path.stem), path, names, flush, gfp, seeds, grid, traces)
+    name = data.get("name", path.stem)
+    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+        raise HarnessError(f"{path}: name {name!r}: expected a plain name (it names results/NAME)")
+    return Spec(name, path, names, flush, gfp, seeds, grid, traces)
 
 
 def _traces(path, i, t, seeds):
@@ -104,20 +111,24 @@ def _traces(path, i, t, seeds):
     if not isinstance(t, dict) or ("file" in t) == ("synth" in t):
         raise HarnessError(f"{where}: expected either file = \"...\" or synth = \"KIND\"")
     if "file" in t:
-        if set(t) != {"file"}:
-            raise HarnessError(f"{where}: a file entry takes no options")
+        if set(t) != {"file"} or not isinstance(t["file"], str):
+            raise HarnessError(f"{where}: expected file = \"PATH\" and no options")
         f = (path.parent / t["file"]).resolve()
         if not f.is_file():
             raise HarnessError(f"{where}: trace file {t['file']} not found")
         return [TraceSource(f.stem, str(f), None, None, None)]
     opts = {k: v for k, v in t.items() if k != "synth"}
     kind = t["synth"]
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise HarnessError(f"{where}: synth {kind!r}: expected one of {', '.join(KINDS)}")
-    known = {p.name for p in KINDS[kind].params}
-    bad = set(opts) - known
+    params = {p.name: p.default for p in KINDS[kind].params}
+    bad = set(opts) - set(params)
     if bad:
         raise HarnessError(f"{where}: synth {kind}: unknown option(s) {', '.join(sorted(bad))}")
+    for k, v in opts.items():
+        if not _fits(params[k], v):
+            raise HarnessError(f"{where}: synth {kind}: {k} = {v!r}: expected "
+                               f"{'a size like 64K or bytes' if isinstance(params[k], str) else type(params[k]).__name__}")
     out = []
     for seed in seeds:
         digest = hashlib.sha256(json.dumps([kind, opts, seed], sort_keys=True).encode()).hexdigest()[:10]
@@ -132,6 +143,17 @@ def _knows(model, key):
     except HarnessError as e:
         return "unknown parameter" not in str(e)
     return True
+
+
+def _fits(default, value):
+    """A synth option's value has its parameter's type (a size may be text or bytes)."""
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 
 
 def runs(spec, trace):

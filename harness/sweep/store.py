@@ -67,9 +67,43 @@ def write_manifest(out, manifest):
 
 
 def scan(out):
-    """Lazy frame over every run row of a results directory."""
-    files = sorted(Path(out).glob("model=*/flush=*/gfp=*/*.parquet"))
+    """Lazy frame over the run rows of a results directory: the runs its
+    manifest lists when it has one (rows of earlier sweeps into the same
+    directory are left out), else every row file."""
+    from harness.errors import HarnessError
+    out = Path(out)
+    manifest = out / MANIFEST
+    if manifest.exists():
+        try:
+            runs = json.loads(manifest.read_text())["runs"]
+            files = sorted({str(out / r["path"]) for r in runs})
+        except (ValueError, KeyError, TypeError):
+            raise HarnessError(f"{manifest}: not a sweep manifest (JSON with a runs list)") from None
+        files = [f for f in files if os.path.exists(f)]
+    else:
+        files = sorted(str(f) for f in out.glob("model=*/flush=*/gfp=*/*.parquet"))
     if not files:
-        from harness.errors import HarnessError
         raise HarnessError(f"{out}: no results (expected model=*/flush=*/gfp=*/*.parquet)")
-    return pl.scan_parquet([str(f) for f in files], hive_partitioning=False)
+    return pl.scan_parquet(files, hive_partitioning=False)
+
+
+class Lock:
+    """One sweep at a time writes a results directory (flock on DIR/.lock)."""
+
+    def __init__(self, out):
+        self.path = Path(out) / ".lock"
+
+    def __enter__(self):
+        import fcntl
+        from harness.errors import HarnessError
+        self.f = open(self.path, "w")
+        try:
+            fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.f.close()
+            raise HarnessError(f"{self.path.parent}: another sweep is writing here") from None
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+        return False
