@@ -17,8 +17,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+ASV := $(VENV)/bin/asv
+
 test: $(STAMP)
 	$(PY) -m pytest -q
+	$(ASV) machine --yes > /dev/null
+	$(ASV) check --python=same
+	$(ASV) run --python=same --quick --dry-run --show-stderr > .asv-quick.log 2>&1 || (cat .asv-quick.log; exit 1)
 
 demo: $(STAMP)
 	$(CLI) sweep sweeps/default.toml -o $(DEMO)
@@ -26,6 +31,9 @@ demo: $(STAMP)
 	$(CLI) report $(DEMO) -o $(DEMO)/report.html
 
 bench: $(STAMP)
+	$(ASV) machine --yes > /dev/null
+	$(ASV) run --python=same --set-commit-hash $$(git rev-parse HEAD)
+	$(ASV) publish
 	$(PY) -m benchmarks.bench_throughput --sweep sweeps/default.toml
 
 clean:
