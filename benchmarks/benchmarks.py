@@ -149,3 +149,18 @@ class Outputs:
     def track_stale_hits(self, out, model, flush):
         return out[model, flush]["nic"]["stale_hits"]
     track_stale_hits.unit = "translations"
+
+
+class Startup:
+    """`iommu-harness run` of a committed sample trace, compiled kernels cached:
+    the time a user waits for a small run (issue bar: under 3 s)."""
+    timeout = 600
+
+    def setup_cache(self):
+        self.time_cli_run_small()  # fill the kernel cache
+
+    def time_cli_run_small(self, *_):
+        import subprocess
+        import sys
+        sample = Path(__file__).parent.parent / "traces" / "samples" / "nic-rx.arrow"
+        subprocess.run([sys.executable, "-m", "harness.cli", "run", str(sample), "-q"], check=True)
