@@ -287,16 +287,12 @@ def sweep(
                   disable=quiet or not err.is_terminal) as bar:
         manifest = runner.run(spec, out_dir, jobs=jobs, executor=executor, scheduler=scheduler,
                               progress=_SweepProgress(bar, f"sweep {spec.name}"))
+    import polars as pl
     from harness.sweep import store
-    failed = store.scan(out_dir).filter(pl_col("status") != "ok").select("run_key", "error").collect()
+    failed = store.scan(out_dir).filter(pl.col("status") != "ok").select("run_key", "error").collect()
     out.print(f"{len(manifest['runs'])} runs in {out_dir} ({len(failed)} failed)")
     for key, error in failed.iter_rows():
         err.print(f"[yellow]failed:[/yellow] {key}: {error}", highlight=False, soft_wrap=True)
-
-
-def pl_col(name):
-    import polars as pl
-    return pl.col(name)
 
 
 @app.command()
@@ -364,7 +360,8 @@ def compare(
     """Metric-by-metric differences between two result sets; exit 1 when any differs."""
     from harness.analysis.compare import compare as diff_sets
     diff, only, matched = diff_sets(a, b, rtol)
-    short = pl_col("trace_sha256").str.slice(0, 12)
+    import polars as pl
+    short = pl.col("trace_sha256").str.slice(0, 12)
     diff, only = diff.with_columns(short), only.with_columns(short)
     if len(diff):
         _print_frame(diff, "table", f"{len(diff)} metric values differ beyond rtol {rtol}")

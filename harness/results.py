@@ -55,14 +55,31 @@ def config(reader_path, sha256, provenance, spec, overrides, flush, effective_fl
 
 
 def write_parquet(out_dir, result_row):
-    """Write one row to out_dir/<run_id>.parquet via a temporary name and rename."""
-    os.makedirs(out_dir, exist_ok=True)
+    """Write one row to out_dir/<run_id>.parquet."""
     path = os.path.join(out_dir, f"{result_row['run_id']}.parquet")
+    write_row(path, result_row)
+    return path
+
+
+def write_row(path, row):
+    """One row to path via a temporary name in the same directory and a rename."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        pl.DataFrame([result_row]).write_parquet(tmp)
+        pl.DataFrame([row], schema=row_schema(row)).write_parquet(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return path
+
+
+def row_schema(row):
+    """Fixed column types, whatever the values: a failed run's null metrics
+    and a trace file's null seed keep their types."""
+    derived = {m.name for m in metrics.DERIVED}
+
+    def typ(k):
+        if k in metrics.BY_NAME:
+            return pl.Float64 if k in derived else pl.Int64
+        return pl.Int64 if k == "seed" else pl.Utf8
+    return {k: typ(k) for k in row}

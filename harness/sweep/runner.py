@@ -111,7 +111,7 @@ def run(spec, out, jobs=None, executor="local", scheduler=None, progress=None):
         by_key = {t["key"]: t for t in todo}
         for row in execute_all(todo) if todo else ():
             # atomic: a killed sweep loses only the runs in flight
-            store.write_row(by_key[row["run_key"]]["path"], row)
+            results.write_row(by_key[row["run_key"]]["path"], row)
             if progress:
                 progress.advance(row["status"])
     return manifest

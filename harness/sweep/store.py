@@ -1,8 +1,8 @@
 """The results store of a sweep: a hive-partitioned parquet dataset
 (model=/flush=/gfp=/<key>.parquet, one row per run) and a manifest.
 
-Every run's row is written under a temporary name and renamed, so a file
-that exists is complete: a restarted sweep skips the runs whose key has a
+Every run's row is written by harness.results.write_row (a temporary name,
+then a rename), so a file that exists is complete: a restarted sweep skips the runs whose key has a
 file. A run's key hashes its trace's sha256, the resolved model parameters
 with its overrides, the flush mode, the gfp policy and the harness version.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from harness import __version__, metrics
+from harness import __version__
 
 MANIFEST = "manifest.json"
 
@@ -32,31 +32,6 @@ def partition(out, model, flush, gfp):
 def finished(out):
     """Keys of the runs whose row is on disk."""
     return {p.stem for p in Path(out).glob("model=*/flush=*/gfp=*/*.parquet")}
-
-
-def write_row(path, row):
-    """One row to path via a temporary name in the same directory and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        pl.DataFrame([row], schema=row_schema(row)).write_parquet(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def row_schema(row):
-    """Fixed column types, whatever the values: a failed run's null metrics
-    and a trace file's null seed keep their types."""
-    derived = {m.name for m in metrics.DERIVED}
-
-    def typ(k):
-        if k in metrics.BY_NAME:
-            return pl.Float64 if k in derived else pl.Int64
-        return pl.Int64 if k == "seed" else pl.Utf8
-    return {k: typ(k) for k in row}
 
 
 def write_manifest(out, manifest):

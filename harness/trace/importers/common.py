@@ -1,6 +1,7 @@
 """What the importers share: a line report, device ids, handle bookkeeping,
 access synthesis and a batched row sink over TraceWriter."""
 
+import heapq
 import re
 from collections import Counter
 
@@ -84,17 +85,31 @@ class Devices:
         return rid
 
 
+def read_lines(src, expected):
+    """(lines, whether the last one is cut off) of a text file; an unreadable
+    or empty file is an error naming what was expected."""
+    try:
+        with open(src, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise HarnessError(f"{src}: cannot read: {e.strerror}") from None
+    if not data.strip():
+        raise HarnessError(f"{src}: empty file, expected {expected}")
+    text = data.decode("utf-8", errors="replace")
+    return text.split("\n"), not text.endswith("\n")
+
+
 class Handles:
     """Live mappings by key; handles are reused after unmap, lowest first."""
 
     def __init__(self):
         self.live = {}
-        self.free = []
+        self.free = []  # a heap
         self.next = 0
 
     def open(self, key, value):
         if self.free:
-            h = self.free.pop()
+            h = heapq.heappop(self.free)
         else:
             h = self.next
             self.next += 1
@@ -103,8 +118,7 @@ class Handles:
 
     def close(self, key):
         h, value = self.live.pop(key)
-        self.free.append(h)
-        self.free.sort(reverse=True)
+        heapq.heappush(self.free, h)
         return h, value
 
 
@@ -143,8 +157,7 @@ class Sink:
 
     def flush(self):
         if self.cols["ts"]:
-            self.w.write({n: np.array(v, np.uint64).astype(np.int64) if n in ("iova", "paddr")
-                          else np.array(v, np.int64) for n, v in self.cols.items()})
+            self.w.write({n: np.array(v, np.int64) for n, v in self.cols.items()})
             self.cols = {n: [] for n in self.names}
 
     def close(self):

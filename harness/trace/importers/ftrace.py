@@ -25,7 +25,7 @@ import re
 from harness.errors import HarnessError
 from harness.trace import schema as ts
 from harness.trace.importers.common import (ACCESS_MODES, PAGE, Devices, Handles, ImportReport,
-                                            Sink, access_rows, out_of_range)
+                                            Sink, access_rows, out_of_range, read_lines)
 
 LINE_RE = re.compile(
     r"^\s*(?P<task>.*?)-(?P<pid>\d+)\s+(?:\(\s*[-\d]+\)\s+)?\[?(?P<cpu>\d{1,5})\]?\s+"
@@ -140,17 +140,8 @@ def convert(src, out, api="auto", access="page", repeat=1, strict=False, device=
     if access not in ACCESS_MODES or repeat < 1:
         raise HarnessError(f"--access {access} / --repeat {repeat}: expected one of "
                            f"{', '.join(ACCESS_MODES)} and repeat >= 1")
-    try:
-        with open(src, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise HarnessError(f"{src}: cannot read: {e.strerror}") from None
-    if not data.strip():
-        raise HarnessError(f"{src}: empty file, expected ftrace text (trace-cmd report or tracefs trace)")
-    text = data.decode("utf-8", errors="replace")
+    lines, truncated = read_lines(src, "ftrace text (trace-cmd report or tracefs trace)")
     rep = ImportReport(src, strict)
-    lines = text.split("\n")
-    truncated = not text.endswith("\n")
     events, ncpus = [], 0
     for lineno, line in enumerate(lines, 1):
         s = line.strip()

@@ -23,7 +23,7 @@ import re
 
 from harness.errors import HarnessError
 from harness.trace import schema as ts
-from harness.trace.importers.common import PAGE, Handles, ImportReport, Sink, out_of_range
+from harness.trace.importers.common import PAGE, Handles, ImportReport, Sink, read_lines
 
 PREFIX = re.compile(r"^(?:(?P<pid>\d+)@(?P<sec>\d{1,10})\.(?P<usec>\d{1,6}):|(?P<iso>\d{4}-\d\d-\d\dT[\d:.]+Z) )?"
                     r"(?P<event>\w+) ?(?P<body>.*)$")
@@ -48,15 +48,23 @@ class _Pages:
         self.handles = Handles()
         self.by_dev = {}
 
-    def lookup(self, dev, iova, paddr, rows):
+    def access(self, dev, iova, paddr, outcome):
+        """Rows of one lookup: the map of its page when not open, then the
+        access with QEMU's outcome. Values the trace cannot hold are a
+        ValueError before anything changes."""
+        if not (0 <= dev < 1 << 32 and 0 <= iova < 1 << 62 and 0 <= paddr < 1 << 62):
+            raise ValueError("value out of range")
         page = iova & ~(PAGE - 1)
         key = (dev, page)
+        rows = []
         if key not in self.handles.live:
             h = self.handles.open(key, PAGE)
             self.by_dev.setdefault(dev, set()).add(page)
             rows.append(dict(op=ts.OP_MAP, device=dev, handle=h, iova=page, paddr=paddr & ~(PAGE - 1),
                              size=PAGE, flags=ts.FLAG_IOMMU_API | ts.FLAG_BIDIRECTIONAL | ts.FLAG_GFP_BLOCKING))
-        return self.handles.live[key][0]
+        rows.append(dict(op=ts.OP_ACCESS, device=dev, handle=self.handles.live[key][0],
+                         offset=iova % PAGE, size=1, flags=ts.FLAG_BIDIRECTIONAL, observed=outcome))
+        return rows
 
     def invalidate(self, devs, lo=0, hi=1 << 64):
         rows = []
@@ -72,16 +80,7 @@ class _Pages:
 
 def convert(src, out, strict=False):
     """Import a QEMU trace log into out; returns the report as a dict."""
-    try:
-        with open(src, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise HarnessError(f"{src}: cannot read: {e.strerror}") from None
-    if not data.strip():
-        raise HarnessError(f"{src}: empty file, expected QEMU -trace output (vtd_*/smmu_* events)")
-    text = data.decode("utf-8", errors="replace")
-    lines = text.split("\n")
-    truncated = not text.endswith("\n")
+    lines, truncated = read_lines(src, "QEMU -trace output (vtd_*/smmu_* events)")
     rep = ImportReport(src, strict)
     pages = _Pages()
     vtd_domains = {}  # VT-d domain id -> source ids seen in it
@@ -104,8 +103,8 @@ def convert(src, out, strict=False):
                 continue
             try:
                 t = _timestamp(m, last_t)
-                if t >= 1 << 63 or _bad_lookup(ev, m["body"]):
-                    raise ValueError("value out of range")
+                if t >= 1 << 63:
+                    raise ValueError("timestamp out of range")
                 rows = handler(m["body"].strip(), pages, vtd_domains, smmu_devs)
             except (ValueError, OverflowError) as e:  # numbers of thousands of digits, bad dates
                 rep.problem(f"malformed {ev} event", lineno, str(e))
@@ -142,26 +141,14 @@ def _timestamp(m, last_t):
     return max(t, last_t)
 
 
-def _bad_lookup(ev, body):
-    """A lookup whose row would not fit the trace (checked before it opens a map)."""
-    if "lookup" not in ev and "iotlb_page" not in ev and "cache_" not in ev:
-        return False
-    vals = [int(x, 16) for x in re.findall(r"0x([0-9a-fA-F]+)", body)]
-    sid = vals[0] if ev.startswith("vtd") and vals else 0
-    return any(v >= 1 << 62 for v in vals) or sid >= 1 << 32
-
-
 def _vtd_lookup(outcome):
     def handle(body, pages, domains, _):
         m = VTD_LOOKUP.match(body)
         if not m:
             return None
         sid, iova, slpte, dom = (int(x, 16) for x in m.groups())
+        rows = pages.access(sid, iova, slpte & PTE_ADDR, outcome)
         domains.setdefault(dom, set()).add(sid)
-        rows = []
-        h = pages.lookup(sid, iova, slpte & PTE_ADDR, rows)
-        rows.append(dict(op=ts.OP_ACCESS, device=sid, handle=h, offset=iova % PAGE, size=1,
-                         flags=ts.FLAG_BIDIRECTIONAL, observed=outcome))
         return rows
     return handle
 
@@ -192,11 +179,8 @@ def _smmu_lookup(outcome):
             return None
         dev = (int(m[2] or 0) & 0xFFFF) << 16 | int(m[1]) & 0xFFFF
         iova = int(m[3], 16)
+        rows = pages.access(dev, iova, iova, outcome)
         devs.add(dev)
-        rows = []
-        h = pages.lookup(dev, iova, iova, rows)
-        rows.append(dict(op=ts.OP_ACCESS, device=dev, handle=h, offset=iova % PAGE, size=1,
-                         flags=ts.FLAG_BIDIRECTIONAL, observed=outcome))
         return rows
     return handle
 

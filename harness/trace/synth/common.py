@@ -108,11 +108,8 @@ def cat(*evs):
     return out
 
 
-def select(ev, mask):
-    return {k: v if np.ndim(v) == 0 else v[mask] for k, v in ev.items()}
-
-
-def _take(ev, idx):
+def select(ev, idx):
+    """The events at idx (a mask or indices); scalar columns stay scalars."""
     return {k: v if np.ndim(v) == 0 else v[idx] for k, v in ev.items()}
 
 
@@ -139,7 +136,7 @@ class Stream:
         self.w.write({k: (np.full(cut, v) if np.ndim(v) == 0 else v[order[:cut]])
                       for k, v in ev.items() if not k.startswith("_")})
         if cut < n:
-            self.carry = _take(ev, order[cut:])
+            self.carry = select(ev, order[cut:])
 
     def close(self):
         rest, self.carry = self.carry, None
@@ -172,7 +169,9 @@ def ranks(cdf, u):
 
 
 def check_positive(kind, **values):
-    check_at_least(kind, 1e-300, **values)
+    for k, v in values.items():
+        if v is None or not v > 0:
+            fail(kind, f"--{k.replace('_', '-')} {v}: expected > 0")
 
 
 def check_span(kind, ns):
@@ -183,5 +182,5 @@ def check_span(kind, ns):
 
 def check_at_least(kind, low, **values):
     for k, v in values.items():
-        if v is None or v < low:
-            fail(kind, f"--{k.replace('_', '-')} {v}: expected {'> 0' if low == 1e-300 else f'>= {low}'}")
+        if v is None or not v >= low:
+            fail(kind, f"--{k.replace('_', '-')} {v}: expected >= {low}")
