@@ -5,7 +5,8 @@
 
 Prints events/s for a nic-rx trace per model (intel-vtd-legacy, or one model per
 family with --models all) in strict and lazy mode on one core (numba cache warmed first; fastest of --repeat runs), and with --rss-events the peak RSS of a
-run over a longer trace, measured in a child process.
+run over a longer trace, measured in a child process. Then the time of a
+one-pass 9-size IOTLB sweep against one run per size.
 """
 
 import argparse
@@ -52,6 +53,41 @@ def run(path, flush, model="intel-vtd-legacy"):
         t = time.perf_counter()
         res = sim.run(r)
         return res["events"], time.perf_counter() - t
+
+
+# (label, sets: 0 fully associative, entries of a 9-size grid)
+SIZE_GRIDS = [("64 sets", 64, [64 << k for k in range(9)]), ("fully assoc.", 0, [16 << k for k in range(9)])]
+
+
+def size_sweep(kind, options, model="intel-vtd-legacy", flush="strict"):
+    """One pass over a 9-size IOTLB grid against one run per size (fastest
+    of 3 each); the counters must be equal."""
+    from harness.core.simulator import run_sizes
+    path = CACHE / f"sizes-{kind}.arrow"
+    if not path.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        synth.generate(kind, path, seed=1, **options)
+
+    def fastest(f):
+        best = None
+        for _ in range(3):
+            t = time.perf_counter()
+            out = f()
+            dt = time.perf_counter() - t
+            best = (out, dt) if best is None or dt < best[1] else best
+        return best
+
+    for label, sets, entries in SIZE_GRIDS:
+        specs = [models.resolve(model).with_overrides(
+            [f"iotlb.entries={e}", f"iotlb.ways={e // sets if sets else 0}"]) for e in entries]
+        with TraceReader(path) as r:
+            (grid, one_pass), t_grid = fastest(lambda: run_sizes(specs, flush, "atomic", r))
+            alone = [fastest(lambda: Simulator(sp, flush, "atomic", r.num_cpus).run(r)) for sp in specs]
+        same = one_pass and grid == [v for v, _ in alone]
+        times = [t for _, t in alone]
+        print(f"{kind:<11} {label:<13} {entries[0]:>5}..{entries[-1]:<6} {r.num_rows:>10,} {t_grid:>8.2f} "
+              f"{min(times):>8.2f} {max(times):>8.2f} {t_grid / max(times):>8.2f}x "
+              f"{t_grid / min(times):>7.2f}x  {'equal' if same else 'DIFFERENT'}")
 
 
 def sweep_speedup(spec_path):
@@ -106,6 +142,10 @@ def main():
         dt = time.perf_counter() - t
         out.unlink()
         print(f"{kind:<18} {n:>12,} {dt:>8.2f} {n / dt / 1e6:>11.1f}")
+    print(f"\n{'trace':<11} {'9 sizes':<13} {'entries':<13} {'events':>10} {'1 pass':>8} "
+          f"{'min run':>8} {'max run':>8} {'vs max':>9} {'vs min':>8}  (intel-vtd-legacy strict)")
+    for kind, options in (("nvme", dict(ios=40_000)), ("vfio-guest", dict(accesses=2_000_000))):
+        size_sweep(kind, options)
     if args.rss_events:
         big = nic_trace(args.rss_events)
         subprocess.run([sys.executable, "-m", "benchmarks.bench_throughput", "--child-run", str(big)],

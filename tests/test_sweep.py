@@ -242,7 +242,7 @@ def test_a_killed_worker_process_does_not_stop_the_sweep(spec_file, tmp_path):
     out.mkdir()
     tasks = runner.plan(spec, runner.make_traces(spec, out), out)
     rows = []
-    for row in runner._local(tasks, 2):
+    for row in runner._local(runner.group_runs(tasks), 2):
         rows.append(row)
         if len(rows) == 1:
             kids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
@@ -258,3 +258,28 @@ def _ppid(proc):
         return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, IndexError, ValueError):
         return -1
+
+
+def test_iotlb_size_grid_runs_in_one_pass(tmp_path):
+    """A grid over iotlb.entries of a fully associative IOTLB is one job per
+    trace, model and modes; its rows equal one run per size."""
+    p = tmp_path / "sizes.toml"
+    p.write_text('name = "sizes"\nmodels = ["intel-vtd-legacy", "arm-smmuv3"]\nflush = ["strict", "lazy"]\n'
+                 'gfp = ["atomic"]\n[grid]\n"iotlb.ways" = [0]\n"iotlb.entries" = [4, 16, 64]\n'
+                 '[[traces]]\nsynth = "random"\naccesses = 3000\n')
+    spec = sweep_spec.load(p)
+    out = tmp_path / "res"
+    traces = runner.make_traces(spec, out)
+    tasks = runner.plan(spec, traces, out)
+    jobs = runner.group_runs(tasks)
+    # vtd (LRU): one job of 3 sizes per flush; smmuv3 (round-robin, micro-TLB): alone
+    assert sorted(len(j) for j in jobs) == [1] * 6 + [3, 3]
+    runner.run(spec, out, jobs=1)
+    df = frame(out)
+    assert (df["status"] == "ok").all() and len(df) == 12
+    alone = {row["run_key"]: row for t in tasks for row in runner.execute([t])}
+    cols = [c for c in df.columns if c not in ("run_key",)]
+    for row in df.iter_rows(named=True):
+        assert {c: row[c] for c in cols} == {c: alone[row["run_key"]][c] for c in cols}
+    misses = df.filter(pl.col("model") == "intel-vtd-legacy").sort("overrides")["iotlb_misses"]
+    assert misses.n_unique() > 1

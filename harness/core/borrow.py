@@ -35,4 +35,4 @@ def borrowed(S):
         borrow(S.rc), borrow(S.fq), borrow(S.fqh), borrow(S.gather), borrow(S.stack), borrow(S.resv),
         borrow(S.tlb_tag), borrow(S.tlb_dom), borrow(S.tlb_stamp), borrow(S.tlb_stale),
         borrow(S.psc_tag), borrow(S.psc_dom), borrow(S.psc_stamp),
-        borrow(S.utlb_tag), borrow(S.utlb_stamp), borrow(S.utlb_stale))
+        borrow(S.utlb_tag), borrow(S.utlb_stamp), borrow(S.utlb_stale), borrow(S.grid), borrow(S.CK))

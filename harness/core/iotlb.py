@@ -181,26 +181,29 @@ def invalidate_domain(S, d):
             if S.tlb_tag[s, w] != -1 and S.tlb_dom[s, w] == d:
                 _visit(S, s, w, 0)
     tag, dom = S.psc_tag, S.psc_dom
-    for s in range(tag.shape[0]):
-        for w in range(tag.shape[1]):
-            if tag[s, w] != -1 and dom[s, w] == d:
-                tag[s, w] = -1
+    for r in range(tag.shape[0]):
+        for s in range(tag.shape[1]):
+            for w in range(tag.shape[2]):
+                if tag[r, s, w] != -1 and dom[r, s, w] == d:
+                    tag[r, s, w] = -1
 
 
 @njit(cache=True)
 def psc_invalidate_range(S, d, pfn, npages):
-    """Drop domain d's walk-cache entries whose span overlaps the range."""
+    """Drop domain d's walk-cache entries whose span overlaps the range (in
+    every replica: a one-pass size sweep keeps one per IOTLB size)."""
     tag, dom = S.psc_tag, S.psc_dom
-    for level in range(2, S.P[L.P_LEVELS] + 1):
-        sh = S.P[L.P_LVL_PSHIFT + level]
-        base = S.P[L.P_PSC_BASE + level]
-        for s in range(base, base + S.P[L.P_PSC_SETS + level]):
-            for w in range(S.P[L.P_PSC_WAYS + level]):
-                t = tag[s, w]
-                if t != -1 and dom[s, w] == d:
-                    lo = t << sh
-                    if lo < pfn + npages and pfn < lo + (1 << sh):
-                        tag[s, w] = -1
+    for r in range(tag.shape[0]):
+        for level in range(2, S.P[L.P_LEVELS] + 1):
+            sh = S.P[L.P_LVL_PSHIFT + level]
+            base = S.P[L.P_PSC_BASE + level]
+            for s in range(base, base + S.P[L.P_PSC_SETS + level]):
+                for w in range(S.P[L.P_PSC_WAYS + level]):
+                    t = tag[r, s, w]
+                    if t != -1 and dom[r, s, w] == d:
+                        lo = t << sh
+                        if lo < pfn + npages and pfn < lo + (1 << sh):
+                            tag[r, s, w] = -1
 
 
 @njit(cache=True, inline="always")
@@ -209,19 +212,20 @@ def _psc_row(S, level, key):
 
 
 @njit(cache=True, inline="always")
-def psc_lookup(S, d, level, pfn):
+def psc_lookup(S, r, d, level, pfn):
+    """Walk-cache lookup in replica r (0 but in a one-pass size sweep)."""
     key = pfn >> S.P[L.P_LVL_PSHIFT + level]
-    return cache.lookup(S.psc_tag, S.psc_dom, S.psc_stamp, _psc_row(S, level, key),
+    return cache.lookup(S.psc_tag[r], S.psc_dom[r], S.psc_stamp[r], _psc_row(S, level, key),
                         S.P[L.P_PSC_WAYS + level], key, d, S.G, S.P[L.P_PSC_POLICY]) >= 0
 
 
 @njit(cache=True, inline="always")
-def psc_fill(S, d, level, pfn):
+def psc_fill(S, r, d, level, pfn):
     ways = S.P[L.P_PSC_WAYS + level]
     if ways == 0:
         return
     key = pfn >> S.P[L.P_LVL_PSHIFT + level]
-    cache.fill(S.psc_tag, S.psc_dom, S.psc_stamp, _psc_row(S, level, key), ways, key, d, S.G,
+    cache.fill(S.psc_tag[r], S.psc_dom[r], S.psc_stamp[r], _psc_row(S, level, key), ways, key, d, S.G,
                S.P[L.P_PSC_POLICY])
 
 

@@ -10,7 +10,7 @@ pool needs growing (the caller grows it and resumes) or on bad input.
 import numpy as np
 from numba import njit
 
-from harness.core import checks, flush, iotlb, iova, pagetable, pages, timers
+from harness.core import checks, flush, iotlb, iova, pagetable, pages, timers, translate
 from harness.core import layout as L
 from harness.core.borrow import borrow, borrowed
 from harness.vendors import hw
@@ -347,41 +347,6 @@ def _unmap(S, d, cpu, h, size):
 
 
 @njit(cache=True, inline="always")
-def _translate(S, d, pfn):
-    """One translation of the 4 KiB page pfn: IOTLB, then walk caches from the
-    lowest level up, then the page walk from where they left off."""
-    S.C[L.C_LOOKUPS] += 1
-    r = iotlb.lookup(S, d, pfn)
-    if r:
-        S.C[L.C_IOTLB_HITS] += 1
-        if r == 2:
-            S.C[L.C_STALE_HITS] += 1
-        return
-    S.C[L.C_IOTLB_MISSES] += 1
-    if pfn > S.P[L.P_APERTURE_PFN]:  # beyond the address width: fault, no walk
-        S.C[L.C_FAULTS] += 1
-        return
-    levels = S.D[d, L.D_LEVELS]
-    start = levels + 1
-    for level in range(2, levels + 1):
-        if S.P[L.P_PSC_WAYS + level] == 0:
-            continue
-        if iotlb.psc_lookup(S, d, level, pfn):
-            S.C[L.C_PSC_L2_HITS + 2 * (level - 2)] += 1
-            start = level
-            break
-        S.C[L.C_PSC_L2_MISSES + 2 * (level - 2)] += 1
-    stop, leaf = pagetable.walk(S, d, pfn)
-    S.C[L.C_WALK_READS] += max(1, start - stop)
-    for level in range(stop + 1, start):
-        iotlb.psc_fill(S, d, level, pfn)
-    if leaf == 0:
-        S.C[L.C_FAULTS] += 1
-    else:
-        iotlb.fill(S, d, pfn, leaf - 1)
-
-
-@njit(cache=True, inline="always")
 def _access(S, d, h, iova_abs, offset, size):
     S.C[L.C_ACCESSES] += 1
     S.C[L.C_BYTES_ACCESSED] += size
@@ -396,7 +361,10 @@ def _access(S, d, h, iova_abs, offset, size):
         addr = iova_abs
     gs = S.P[L.P_GRANULE_SHIFT]
     for page in range(addr >> gs, ((addr + size - 1) >> gs) + 1):
-        _translate(S, d, page << (gs - 12))
+        if S.grid.shape[0] == 0:
+            translate.translate(S, d, page << (gs - 12))
+        elif not translate.translate_sizes(S, d, page << (gs - 12)):
+            return L.ST_DIVERGED
     return L.ST_DONE
 
 

@@ -173,5 +173,6 @@ ST_UNMAP_SIZE = 4
 ST_ACCESS_UNKNOWN = 5
 ST_NEW_DEVICE = 6      # first event of a device: number it a domain and resume
 ST_GROW_HANDLES = 7    # handle beyond the handle table: grow it and resume
+ST_DIVERGED = 8        # a one-pass size sweep cannot go on (translate.translate_sizes)
 ST_BAD = 16            # + index into checks.CHECKS
 

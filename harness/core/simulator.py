@@ -105,15 +105,48 @@ def build_params(spec, flush, gfp, num_cpus):
     return Params(P, resv, effective, why)
 
 
+class Diverged(Exception):
+    """A one-pass size sweep met a lookup its sizes disagree on (translate.py)."""
+
+
+def size_grid(specs, flush, gfp, num_cpus):
+    """IOTLB ways per spec when the specs differ only in IOTLB size at one set
+    count and the model's caches allow one pass (translate.py: an LRU IOTLB,
+    no micro-TLB in front of it, walk caches that draw no random numbers);
+    else a HarnessError saying why not."""
+    Ps = [build_params(spec, flush, gfp, num_cpus).P for spec in specs]
+    P = Ps[0]
+    why = None
+    if P[L.P_IOTLB_POLICY] != L.POLICY_LRU:
+        why = "the IOTLB is not LRU"
+    elif P[L.P_UTLB_ENTRIES]:
+        why = "a micro-TLB sits in front of the IOTLB"
+    elif P[L.P_PSC_POLICY] == L.POLICY_RANDOM:
+        why = "the walk caches replace at random"
+    else:
+        rest = np.ones(L.NUM_PARAMS, bool)
+        rest[L.P_IOTLB_WAYS] = False
+        sets = sorted({int(Q[L.P_IOTLB_SETS]) for Q in Ps})
+        if len(sets) > 1:
+            why = (f"the sizes have {', '.join(map(str, sets))} sets; one pass needs one set count "
+                   "(iotlb.ways = 0 makes the IOTLB fully associative)")
+        elif any((Q[rest] != P[rest]).any() for Q in Ps) or len({spec.vendor for spec in specs}) > 1:
+            why = "the runs differ in more than IOTLB size"
+    if why:
+        raise HarnessError(f"no one-pass size sweep: {why}")
+    return [int(Q[L.P_IOTLB_WAYS]) for Q in Ps]
+
+
 class Simulator:
-    def __init__(self, spec, flush, gfp, num_cpus):
+    def __init__(self, spec, flush, gfp, num_cpus, grid=()):
+        """grid: IOTLB ways per size of a one-pass size sweep (size_grid())."""
         self.spec = spec
         self.flush = flush
         self.gfp = gfp
         self.num_cpus = num_cpus
         params = build_params(spec, flush, gfp, num_cpus)
         self.effective_flush, self.flush_reason = params.flush, params.why
-        self.S = state.new(params.P, num_cpus, params.resv)
+        self.S = state.new(params.P, num_cpus, params.resv, grid)
         self.S.G[L.G_RNG] = spec.params["mem.seed"]
         self.S.G[L.G_CACHE_RNG] = spec.params["cache.seed"]
         self._dev_keys = np.zeros(0, np.uint32)
@@ -159,6 +192,8 @@ class Simulator:
                 self._add_device(c["device"][i])
             elif st == L.ST_GROW_HANDLES:
                 self.S = state.ensure_handles(self.S, int(c["handle"][i]) + 1)
+            elif st == L.ST_DIVERGED:
+                raise Diverged(f"{path}: row {row0 + i}")
             elif st >= L.ST_BAD:
                 col, what = checks.CHECKS[st - L.ST_BAD]
                 raise TraceError(path, f"row {row0 + i}: column '{col}' is {c[col][i]}, " + what.format(
@@ -179,11 +214,29 @@ class Simulator:
         }
 
     def result(self):
-        """Counters, gauges and derived metrics. Pages still awaiting
-        invalidation count their stale time up to the last event."""
+        """Counters, gauges and derived metrics (a list of them, one per size,
+        in a one-pass size sweep). Pages still awaiting invalidation count
+        their stale time up to the last event."""
         S = self.S
-        values = {m.name: int(v) for m, v in zip(metrics.COUNTERS, S.C)}
+        if len(S.grid):
+            return [self._result(S.C + ck) for ck in S.CK]
+        return self._result(S.C)
+
+    def _result(self, C):
+        S = self.S
+        values = {m.name: int(v) for m, v in zip(metrics.COUNTERS, C)}
         pend = S.D[:, L.D_PEND_PAGES]
         values["stale_page_ns"] += int((S.G[L.G_LAST_TS] * pend - S.D[:, L.D_PEND_PAGETS]).sum())
         values.update(self.gauges())
         return metrics.derive(values, self.spec.vendor.cost_params(self.spec.params))
+
+
+def run_sizes(specs, flush, gfp, reader):
+    """Results of specs that differ only in IOTLB size (size_grid()), from one
+    pass over the trace; from one run per spec when the sizes diverge.
+    Returns (results, one_pass)."""
+    grid = size_grid(specs, flush, gfp, reader.num_cpus)
+    try:
+        return Simulator(specs[0], flush, gfp, reader.num_cpus, grid).run(reader), True
+    except Diverged:
+        return [Simulator(spec, flush, gfp, reader.num_cpus).run(reader) for spec in specs], False

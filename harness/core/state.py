@@ -15,7 +15,7 @@ from harness.metrics import NUM_COUNTERS
 State = namedtuple("State", (
     "P C G D H pt pt_bytes pt_charged pt_free nodes node_free mags mag_len mag_next mag_free "
     "rc fq fqh gather stack resv tlb_tag tlb_dom tlb_stamp tlb_stale psc_tag psc_dom psc_stamp "
-    "utlb_tag utlb_stamp utlb_stale"))
+    "utlb_tag utlb_stamp utlb_stale grid CK"))
 
 
 def _stack(cap, first=0):
@@ -23,9 +23,12 @@ def _stack(cap, first=0):
     return np.arange(cap - 1, first - 1, -1, dtype=np.int64)
 
 
-def new(P, ncpu, resv):
-    """State for a run; resv: reserved IOVA regions (lo pfn, hi pfn, direct)."""
-    sets, ways = P[L.P_IOTLB_SETS], P[L.P_IOTLB_WAYS]
+def new(P, ncpu, resv, grid=()):
+    """State for a run; resv: reserved IOVA regions (lo pfn, hi pfn, direct);
+    grid: IOTLB ways per size of a one-pass size sweep (translate.py), whose
+    recency lists are as wide as the widest size."""
+    sets, ways = P[L.P_IOTLB_SETS], max(grid, default=P[L.P_IOTLB_WAYS])
+    replicas = max(1, len(grid))
     nq = 1 if P[L.P_FLUSH] == L.FLUSH_LAZY_SINGLE else ncpu
     rows, psc_ways = 0, 1
     for level in range(2, L.MAX_LEVELS + 1):  # walk caches: each level its rows
@@ -57,11 +60,13 @@ def new(P, ncpu, resv):
         tlb_tag=np.full((sets, ways), -1, np.int64), tlb_dom=np.zeros((sets, ways), np.int64),
         tlb_stamp=np.zeros((sets, ways), np.int64),
         tlb_stale=np.zeros((sets, ways), np.uint8),
-        psc_tag=np.full((rows, psc_ways), -1, np.int64), psc_dom=np.zeros((rows, psc_ways), np.int64),
-        psc_stamp=np.zeros((rows, psc_ways), np.int64),
+        psc_tag=np.full((replicas, rows, psc_ways), -1, np.int64),
+        psc_dom=np.zeros((replicas, rows, psc_ways), np.int64),
+        psc_stamp=np.zeros((replicas, rows, psc_ways), np.int64),
         utlb_tag=np.zeros((0, P[L.P_UTLB_ENTRIES]), np.int64),
         utlb_stamp=np.zeros((0, P[L.P_UTLB_ENTRIES]), np.int64),
-        utlb_stale=np.zeros((0, P[L.P_UTLB_ENTRIES]), np.uint8))
+        utlb_stale=np.zeros((0, P[L.P_UTLB_ENTRIES]), np.uint8),
+        grid=np.asarray(grid, np.int64).reshape(-1), CK=np.zeros((len(grid), NUM_COUNTERS), np.int64))
 
 
 def _grow_rows(a, rows, fill=0):

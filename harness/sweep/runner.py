@@ -60,23 +60,64 @@ def plan(spec, traces, out):
     return tasks
 
 
-def execute(task):
-    """One run in a worker: its result row (or its error row); never raises."""
-    from harness.core.simulator import Simulator
+GEOMETRY = ("iotlb.entries=", "iotlb.ways=")
+
+
+def group_runs(tasks):
+    """Tasks as jobs: runs that differ only in IOTLB size at one set count
+    (simulator.size_grid) form one job, simulated in one pass; the rest run
+    alone."""
+    from harness.core.simulator import size_grid
+    groups = {}
+    for t in tasks:
+        rest = tuple(o for o in t["overrides"] if not o.startswith(GEOMETRY))
+        groups.setdefault((t["trace"], t["model"], t["flush"], t["gfp"], rest), []).append(t)
+    out = []
+    for group in groups.values():
+        by_sets = {}
+        for t in group:
+            p = models.resolve(t["model"]).with_overrides(t["overrides"]).params
+            if "iotlb.entries" in p:
+                sets = p["iotlb.entries"] // (p["iotlb.ways"] or p["iotlb.entries"])
+                by_sets.setdefault(sets, []).append(t)
+            else:  # no IOTLB (none)
+                out.append([t])
+        for same in by_sets.values():
+            try:
+                size_grid([models.resolve(t["model"]).with_overrides(t["overrides"]) for t in same],
+                          same[0]["flush"], same[0]["gfp"], 1)
+                one_pass = len(same) > 1
+            except HarnessError:  # not one pass: each run alone (its own errors, if any, there)
+                one_pass = False
+            out.extend([same] if one_pass else ([t] for t in same))
+    return out
+
+
+def execute(job):
+    """The runs of a job in a worker: their result rows (or error rows);
+    never raises."""
+    from harness.core.simulator import Simulator, build_params, run_sizes
     try:
-        spec = models.resolve(task["model"]).with_overrides(task["overrides"])
-        with TraceReader(task["trace_path"]) as reader:
-            sim = Simulator(spec, task["flush"], task["gfp"], reader.num_cpus)
-            values = sim.run(reader)
-            cfg = results.config(reader.path, task["trace_sha256"], reader.provenance, spec,
-                                 task["overrides"], task["flush"], sim.effective_flush, task["gfp"])
-        row = results.row(cfg, values, counter_view(spec, values))
-        row.update(status="ok", error=None)
+        specs = [models.resolve(t["model"]).with_overrides(t["overrides"]) for t in job]
+        t0 = job[0]
+        with TraceReader(t0["trace_path"]) as reader:
+            if len(job) > 1:
+                values, _ = run_sizes(specs, t0["flush"], t0["gfp"], reader)
+            else:
+                values = [Simulator(specs[0], t0["flush"], t0["gfp"], reader.num_cpus).run(reader)]
+            effective = build_params(specs[0], t0["flush"], t0["gfp"], reader.num_cpus).flush
+            rows = []
+            for t, spec, v in zip(job, specs, values):
+                cfg = results.config(reader.path, t["trace_sha256"], reader.provenance, spec,
+                                     t["overrides"], t["flush"], effective, t["gfp"])
+                row = results.row(cfg, v, counter_view(spec, v))
+                row.update(status="ok", error=None, run_key=t["key"], sweep_trace=t["trace"])
+                rows.append(row)
+        return rows
     except Exception as e:  # recorded in the dataset; the sweep goes on
-        return _error_row(task, str(e) if isinstance(e, HarnessError) else "".join(
-            traceback.format_exception_only(type(e), e)).strip())
-    row.update(run_key=task["key"], sweep_trace=task["trace"])
-    return row
+        msg = str(e) if isinstance(e, HarnessError) else "".join(
+            traceback.format_exception_only(type(e), e)).strip()
+        return [_error_row(t, msg) for t in job]
 
 
 def _error_row(task, msg):
@@ -109,7 +150,7 @@ def run(spec, out, jobs=None, executor="local", scheduler=None, progress=None):
         if progress:
             progress.start(len(tasks), len(tasks) - len(todo))
         by_key = {t["key"]: t for t in todo}
-        for row in execute_all(todo) if todo else ():
+        for row in execute_all(group_runs(todo)) if todo else ():
             # atomic: a killed sweep loses only the runs in flight
             results.write_row(by_key[row["run_key"]]["path"], row)
             if progress:
@@ -128,31 +169,32 @@ def _executor(name, jobs, scheduler):
 
 
 def _local(todo, jobs):
-    """Runs in this process (jobs 1) or a pool of spawned processes."""
+    """Jobs in this process (jobs 1) or a pool of spawned processes; yields rows."""
     if jobs == 1:
-        for task in todo:
-            yield execute(task)
+        for job in todo:
+            yield from execute(job)
         return
-    left = {t["key"]: t for t in todo}
+    left = dict(enumerate(todo))
     try:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            for f in as_completed([pool.submit(execute, t) for t in todo]):
-                row = f.result()
-                del left[row["run_key"]]
-                yield row
+            futures = {pool.submit(execute, job): i for i, job in left.items()}
+            for f in as_completed(futures):
+                rows = f.result()
+                del left[futures[f]]
+                yield from rows
     except BrokenProcessPool:
-        # a worker died (killed, out of memory): the runs it left are retried
+        # a worker died (killed, out of memory): the jobs it left are retried
         # one per process, so the one that kills its process is recorded
-        for task in left.values():
-            yield _isolated(task)
+        for job in left.values():
+            yield from _isolated(job)
 
 
-def _isolated(task):
+def _isolated(job):
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
         try:
-            return pool.submit(execute, task).result()
+            return pool.submit(execute, job).result()
         except BrokenProcessPool:
-            return _error_row(task, "the run's worker process died (killed, or out of memory)")
+            return [_error_row(t, "the run's worker process died (killed, or out of memory)") for t in job]
 
 
 def _dask(todo, jobs, scheduler):
@@ -176,13 +218,14 @@ def _dask(todo, jobs, scheduler):
     except OSError as e:
         raise HarnessError(f"--scheduler {scheduler}: cannot connect: {e}") from None
     try:
-        by_key = {f"run-{t['key']}": t for t in todo}
+        by_key = {f"run-{job[0]['key']}": job for job in todo}
         futures = client.map(execute, todo, key=list(by_key), pure=False)
         for f in dask_completed(futures):
             try:
-                yield f.result()
-            except Exception as e:  # KilledWorker: the run killed its workers
-                yield _error_row(by_key[f.key], f"the run's worker died: {type(e).__name__}: {e}")
+                yield from f.result()
+            except Exception as e:  # KilledWorker: the job killed its workers
+                yield from (_error_row(t, f"the run's worker died: {type(e).__name__}: {e}")
+                            for t in by_key[f.key])
     finally:
         client.close()
         if cluster is not None:

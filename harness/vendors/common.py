@@ -56,8 +56,11 @@ def pgsize_bitmap(spec, allowed, what):
 
 
 def caches(spec, P, levels):
-    """IOTLB and walk-cache geometry and replacement policies."""
+    """IOTLB and walk-cache geometry and replacement policies; iotlb.ways = 0
+    makes the IOTLB fully associative at any size."""
     entries, ways = spec["iotlb.entries"], spec["iotlb.ways"]
+    if ways == 0:
+        ways = entries
     if ways < 1 or entries % ways:
         raise HarnessError(f"model parameters iotlb.entries = {entries}, iotlb.ways = {ways}: "
                            "entries must be a multiple of ways")

@@ -1,0 +1,132 @@
+"""One-pass IOTLB size sweeps (core/translate.py) must equal one run per size
+on every counter."""
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from harness import models
+from harness.core.simulator import Simulator, run_sizes
+from harness.errors import HarnessError
+from harness.trace import schema as ts
+from harness.trace.reader import TraceReader
+
+from conftest import write_trace
+from test_differential import build
+
+# name: (model, base overrides, (entries, ways) per size: one set count)
+GRIDS = {
+    "vtd-full": ("intel-vtd-legacy", [], [(e, 0) for e in (1, 2, 3, 4, 6, 8, 16, 32, 64)]),
+    "vtd-4-sets": ("intel-vtd-legacy", ["psc.l2_entries=2", "psc.l2_ways=1"],
+                   [(4 * w, w) for w in (1, 2, 3, 5, 8)]),
+    "viommu": ("intel-vtd-viommu", ["fq.single_size=5", "device.ats=true"], [(e, 0) for e in (2, 4, 7, 64)]),
+    "amd-v1": ("amd-vi-v1", ["pagetable.levels=4", "fq.size=5"], [(2 * w, w) for w in (1, 2, 4, 16)]),
+    "amd-npcache": ("amd-vi-viommu", ["pagetable.levels=5"], [(e, 0) for e in (1, 5, 9)]),
+    "s390": ("s390", ["fq.size=3", "pagetable.subpage_tables=true"], [(e, 0) for e in (2, 8, 32)]),
+    "smmu-no-utlb": ("arm-smmuv3", ["utlb.entries=0", "iotlb.policy=\"lru\"", "fq.size=4"],
+                     [(e, 0) for e in (1, 4, 16)]),
+}
+
+
+def _specs(model, base, grid):
+    return [models.resolve(model).with_overrides(base + [f"iotlb.entries={e}", f"iotlb.ways={w}"])
+            for e, w in grid]
+
+
+def _separate(specs, flush, gfp, path):
+    with TraceReader(path) as r:
+        return [Simulator(spec, flush, gfp, r.num_cpus).run(r) for spec in specs]
+
+
+def _one_pass(specs, flush, gfp, path):
+    with TraceReader(path) as r:
+        return run_sizes(specs, flush, gfp, r)
+
+
+@pytest.mark.parametrize("grid", GRIDS, ids=list(GRIDS))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32), n=st.integers(1, 400), handles=st.integers(1, 48),
+       ncpu=st.sampled_from([1, 2, 8]), p_api=st.sampled_from([0.0, 0.1, 0.5]),
+       p_late=st.sampled_from([0.0, 0.1]), big=st.sampled_from([0.0, 0.1, 0.5]),
+       flush=st.sampled_from(["strict", "lazy", "lazy-single"]))
+def test_one_pass_equals_runs_per_size(tmp_path_factory, grid, seed, n, handles, ncpu, p_api, p_late,
+                                       big, flush):
+    evs = build(seed, n, handles, p_api, p_late, big, ncpu)
+    if not evs:
+        return
+    path = write_trace(tmp_path_factory.mktemp("g") / "t.arrow", evs, num_cpus=ncpu, batch=23)
+    specs = _specs(*GRIDS[grid])
+    results, _ = _one_pass(specs, flush, "kernel", path)
+    assert results == _separate(specs, flush, "kernel", path)
+
+
+def _touch(h, t, dev=1):
+    return dict(ts=t, op=ts.OP_ACCESS, handle=h, offset=0, size=64, device=dev, flags=ts.FLAG_FROM_DEVICE)
+
+
+def _map(h, t, paddr):
+    return dict(ts=t, op=ts.OP_MAP, handle=h, size=4096, paddr=paddr, cpu=0, device=1,
+                flags=ts.FLAG_TO_DEVICE)
+
+
+def _unmap(h, t):
+    return dict(ts=t, op=ts.OP_UNMAP, handle=h, size=4096, cpu=0, device=1, flags=0)
+
+
+def test_reuse_distances_by_hand(trace_file):
+    """Pages a b c d a b e a, fully associative: a's second use is at depth 3,
+    b's at depth 3, a's third at depth 2 (after b, e)."""
+    evs = [_map(h, h, 0x1000_0000 + h * 0x1000) for h in range(5)]
+    evs += [_touch(h, 10 + i) for i, h in enumerate([0, 1, 2, 3, 0, 1, 4, 0])]
+    path = trace_file(evs)
+    specs = _specs("intel-vtd-legacy", [], [(e, 0) for e in (1, 2, 3, 4, 8)])
+    results, one_pass = _one_pass(specs, "strict", "atomic", path)
+    assert one_pass
+    assert [r["iotlb_hits"] for r in results] == [0, 0, 1, 3, 3]
+    assert results == _separate(specs, "strict", "atomic", path)
+
+
+def test_invalidation_holes_are_free_ways(trace_file):
+    """Unmapping (strict) the most recent of two cached pages frees its way:
+    a 2-entry IOTLB then keeps the older page across the next fill."""
+    evs = [_map(0, 0, 0x1000_0000), _map(1, 1, 0x1000_1000), _map(2, 2, 0x1000_2000),
+           _touch(0, 3), _touch(1, 4), _unmap(1, 5), _touch(2, 6), _touch(0, 7)]
+    path = trace_file(evs)
+    specs = _specs("intel-vtd-legacy", [], [(1, 0), (2, 0)])
+    results, one_pass = _one_pass(specs, "strict", "atomic", path)
+    assert one_pass
+    assert [r["iotlb_hits"] for r in results] == [0, 1]
+    assert results == _separate(specs, "strict", "atomic", path)
+
+
+def test_stale_hit_in_one_size_only_falls_back(trace_file):
+    """Lazy: a page unmapped while cached stays in the larger IOTLB (stale hit)
+    but has left the smaller one, which walks and faults. One recency list
+    cannot hold both, so the sizes run separately, with the same results."""
+    evs = [_map(h, h, 0x1000_0000 + h * 0x1000) for h in range(3)]
+    evs += [_touch(0, 10), _unmap(0, 11), _touch(1, 12), _touch(2, 13), _touch(0, 14)]
+    path = trace_file(evs)
+    specs = _specs("intel-vtd-legacy", [], [(1, 0), (4, 0)])
+    results, one_pass = _one_pass(specs, "lazy", "atomic", path)
+    assert not one_pass
+    assert [(r["stale_hits"], r["faults"]) for r in results] == [(0, 1), (1, 0)]
+    assert results == _separate(specs, "lazy", "atomic", path)
+
+
+@pytest.mark.parametrize("model, base, grid, why", [
+    ("arm-smmuv3", [], [(64, 0), (128, 0)], "not LRU"),
+    ("arm-smmuv3", ["iotlb.policy=\"lru\""], [(64, 0), (128, 0)], "micro-TLB"),
+    ("intel-vtd-legacy", ["psc.policy=\"random\""], [(64, 0), (128, 0)], "at random"),
+    ("intel-vtd-legacy", [], [(64, 8), (128, 8)], "one set count"),
+])
+def test_refused_grids(trace_file, model, base, grid, why):
+    path = trace_file([_map(0, 0, 0x1000_0000), _touch(0, 1)])
+    with pytest.raises(HarnessError, match=why):
+        _one_pass(_specs(model, base, grid), "strict", "atomic", path)
+
+
+def test_refused_when_more_than_the_size_differs(trace_file):
+    path = trace_file([_map(0, 0, 0x1000_0000), _touch(0, 1)])
+    a, b = _specs("intel-vtd-legacy", [], [(64, 0), (128, 0)])
+    with pytest.raises(HarnessError, match="more than IOTLB size"):
+        _one_pass([a, b.with_overrides(["fq.size=8"])], "strict", "atomic", path)
