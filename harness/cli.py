@@ -413,6 +413,64 @@ def compare(
         raise typer.Exit(1)
 
 
+@app.command()
+@user_errors
+def reproduce(
+    name: str = typer.Argument(..., help="A calibration case (models/cases/NAME.toml) or all."),
+    out_dir: Path = typer.Option(Path("results/reproduce"), "-o", "--out",
+                                 help="Results directory: a sweep per case plus calibration.parquet."),
+    reduced: bool = typer.Option(False, "--reduced", help="Traces a tenth of the size (quick; the "
+                                 "tolerance is judged at full size)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Parallel runs (default: cores)."),
+):
+    """Published IOMMU results beside the modelled ones; exit 1 when a ratio misses its tolerance."""
+    import polars as pl
+    from harness.calibration import cases, store as cal_store
+    names = list(cases.available()) if name == "all" else [name]
+    if jobs is not None and jobs < 1:
+        raise HarnessError(f"--jobs {jobs}: expected >= 1")
+    misses = 0
+    for n in names:
+        case = cases.load(n)
+        err.print(f"{n}: running {len(case.runs)} runs...")
+        runs, ratios = cases.reproduce(case, out_dir, reduced=reduced, jobs=jobs)
+        cal_store.write(out_dir, case, runs, ratios)
+        _print_case(case, runs, ratios)
+        misses += ratios.filter(~pl.col("within")).height
+    out.print(f"{len(names)} case(s); {misses} ratio(s) outside tolerance; rows in "
+              f"{out_dir / 'calibration.parquet'}")
+    if misses:
+        raise typer.Exit(1)
+
+
+def _print_case(case, runs, ratios):
+    from harness.calibration import cases
+    wide = Console(file=out.file, width=max(out.width, 150), force_terminal=out.is_terminal)
+    wide.rule(f"[bold]{case.name}[/bold]: {case.title}", align="left")
+    wide.print(case.source, highlight=False, soft_wrap=True)
+    t = Table(title_justify="left")
+    for c in ("run", "model", "flush", "bound", "published", "modelled"):
+        t.add_column(c, justify="left" if c in ("run", "model", "flush", "bound") else "right")
+    for r, row in zip(case.runs, runs.iter_rows(named=True)):
+        pub = "; ".join(f"{v:g} {cases.QUANTITIES[q]}" for q, v in r.published.items()) or "-"
+        got = (f"{row['gbps']:.1f} Gbit/s ({row['line_fraction']:.0%} of line)" if case.unit != "maps"
+               else f"map {row['map_us']:.2f} us, unmap {row['unmap_us']:.2f} us")
+        if row["iotlb_misses_per_mib"]:
+            got += f", {row['iotlb_misses_per_mib']:.0f} IOTLB misses/MiB"
+        t.add_row(r.name, r.model, row["flush"], row["bound"], pub, got)
+    wide.print(t)
+    q = Table(title_justify="left")
+    for c in ("ratio", "published", "modelled", "modelled / published", ""):
+        q.add_column(c, justify="left" if c in ("ratio", "") else "right")
+    for row in ratios.iter_rows(named=True):
+        ok = "[green]within[/green]" if row["within"] else "[red]outside[/red]"
+        q.add_row(row["ratio"], row["published_text"], f"{row['modelled']:.3f}",
+                  f"{row['agreement']:.3f}", f"{ok} ±{row['tolerance']:.0%}")
+    wide.print(q)
+    if case.unit == "maps":
+        wide.print("\n".join(cases.dma_map_benchmark_lines(case, runs)), highlight=False)
+
+
 _register_synth()
 
 

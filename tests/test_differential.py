@@ -108,6 +108,7 @@ PARAM_SETS = {
     "cm-first-stage": ("intel-vtd-scalable", [
         "vtd.caching_mode=true", "fq.size=3", "fq.single_size=7", "iotlb.policy=\"round-robin\"",
         "iova.reserved=[[0xfee00000, 0xfeefffff], [0xf0000000, 0xf7ffffff]]"]),
+    "v2.6.36": (VTD, ["kernel=\"2.6.36\"", "fq.size=5", "iova.dma_mask_bits=36"]),  # no rcache
     "v6.2": (VTD, ["kernel=\"6.2\"", "memcg.limit_bytes=8192", "fq.single_size=9", "device.ats=true"]),
     "pressure": (VTD, ["mem.free_bytes=40960", "mem.min_watermark_bytes=16384",
                        "mem.jitter_bytes=20000", "mem.seed=7", "fq.size=5"]),

@@ -7,6 +7,9 @@ top-down and size-aligned, with the retry from iova_find_limit(); the
 cached_node/cached32_node and max32_alloc_size updates; free by node.
 The anchor node (IOVA_ANCHOR) ends every list.
 
+Kernels before v4.7 have no rcache ("iommu/iova: introduce per-cpu caching
+to iova allocation"): every allocation and free takes the tree.
+
 rcache (iova_rcache_get/insert): per size class (1..32 pages) and CPU, a
 loaded and a prev magazine of IOVA_MAG_SIZE entries (127 since v6.0), and a
 depot of full magazines (a LIFO list since v6.7) that a delayed worker trims
@@ -265,13 +268,17 @@ def _flush_rcaches(S, d):
 
 @njit(cache=True, inline="always")
 def alloc_iova_fast(S, d, cpu, size, limit_pfn, flush_rcache):
-    """alloc_iova_fast(): rcache first, then the tree, then flush and retry."""
+    """alloc_iova_fast(): rcache first, then the tree, then flush and retry.
+    Without an rcache (P_MAG_SIZE = 0: before v4.7) only the tree."""
     if size < (1 << (L.IOVA_RANGE_CACHE_MAX_SIZE - 1)):
         size = 1 << bits.order_base_2(size)
-    n = _rcache_get(S, d, cpu, size, limit_pfn + 1)
-    if n != -1:
-        S.C[L.C_IOVA_RCACHE_HITS] += 1
-        return n
+    if S.P[L.P_MAG_SIZE]:
+        n = _rcache_get(S, d, cpu, size, limit_pfn + 1)
+        if n != -1:
+            S.C[L.C_IOVA_RCACHE_HITS] += 1
+            return n
+    else:
+        flush_rcache = False
     while True:
         n = alloc_iova(S, d, size, limit_pfn)
         if n != -1:
@@ -309,7 +316,7 @@ def dma_alloc_iova(S, d, cpu, pages):
 def free_iova_fast(S, d, cpu, n, pages):
     """free_iova_fast(): into the CPU's rcache, else back to the tree."""
     S.C[L.C_IOVA_FREES] += 1
-    if _rcache_insert(S, d, cpu, n, pages):
+    if S.P[L.P_MAG_SIZE] and _rcache_insert(S, d, cpu, n, pages):
         S.C[L.C_IOVA_RCACHE_INSERTS] += 1
     else:
         free_iova(S, d, n)

@@ -26,7 +26,7 @@ _ERRORS = {
 def _mag_margin(P, ndom, ncpu):
     """Free magazines the kernel keeps before an event: per domain, 12 per CPU
     at init plus what a flush-queue drain into the rcaches can take."""
-    return ndom * ncpu * (P[L.P_FQ_SIZE] // P[L.P_MAG_SIZE] + 2 + 2 * L.IOVA_RANGE_CACHE_MAX_SIZE) + 16
+    return ndom * ncpu * (P[L.P_FQ_SIZE] // max(1, P[L.P_MAG_SIZE]) + 2 + 2 * L.IOVA_RANGE_CACHE_MAX_SIZE) + 16
 
 
 Params = namedtuple("Params", "P resv flush why")
@@ -72,7 +72,7 @@ def build_params(spec, flush, gfp, num_cpus):
     P[L.P_FQ_TIMEOUT] = round(p["fq.single_timeout_ms" if single else "fq.timeout_ms"] * 1e6)
     if P[L.P_FQ_SIZE] < 2:
         raise HarnessError(f"model parameter fq.single_size = {P[L.P_FQ_SIZE]}: expected >= 2")
-    P[L.P_MAG_SIZE] = mag_size
+    P[L.P_MAG_SIZE] = mag_size if kernel >= (4, 7) else 0  # no rcache before v4.7
     P[L.P_DEPOT_DELAY] = round(p["iova.depot_delay_ms"] * 1e6)
     P[L.P_PCI32] = int(p["iova.pci_32bit_first"])
     bits = p["iova.dma_mask_bits"]

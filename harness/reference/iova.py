@@ -161,10 +161,11 @@ class IovaDomain:
     def alloc_iova_fast(self, cpu, size, limit_pfn, flush_rcache):
         if size < 1 << (RANGE_CACHE_MAX_SIZE - 1):
             size = 1 << order_base_2(size)
-        node = self.rcache_get(cpu, size, limit_pfn + 1)
+        node = self.rcache_get(cpu, size, limit_pfn + 1) if self.mag_size else None
         if node is not None:
             self.c["iova_rcache_hits"] += 1
             return node
+        flush_rcache = flush_rcache and self.mag_size > 0  # no rcache before v4.7
         while True:
             node = self.alloc_iova(size, limit_pfn)
             if node is not None:
@@ -192,7 +193,7 @@ class IovaDomain:
 
     def free_iova_fast(self, cpu, node, pages, now):
         self.c["iova_frees"] += 1
-        if self.rcache_insert(cpu, node, pages, now):
+        if self.mag_size and self.rcache_insert(cpu, node, pages, now):
             self.c["iova_rcache_inserts"] += 1
         else:
             self.free_iova(node)

@@ -27,7 +27,8 @@ from harness.errors import HarnessError
 from harness.trace.synth import KINDS
 
 TOP = {"name", "description", "models", "flush", "gfp", "seeds", "grid", "traces"}
-Spec = namedtuple("Spec", "name path models flush gfp seeds grid traces")
+# runs: explicit runs (a calibration case) instead of the product of the lists.
+Spec = namedtuple("Spec", "name path models flush gfp seeds grid traces runs", defaults=(None,))
 # A trace of the sweep: a file, or a synth recipe (kind, options, seed) made once.
 TraceSource = namedtuple("TraceSource", "label file kind options seed")
 # One run: which trace, model, modes and overrides ("key=value" strings).
@@ -96,7 +97,7 @@ def _load(path):
     if not isinstance(entries, list) or not entries:
         raise HarnessError(f"{path}: expected at least one [[traces]] entry")
     for i, t in enumerate(entries):
-        traces += _traces(path, i, t, seeds)
+        traces += trace_sources(path, i, t, seeds)
     labels = [t.label for t in traces]
     if len(set(labels)) != len(labels):
         raise HarnessError(f"{path}: two [[traces]] entries give the same trace")
@@ -106,7 +107,7 @@ def _load(path):
     return Spec(name, path, names, flush, gfp, seeds, grid, traces)
 
 
-def _traces(path, i, t, seeds):
+def trace_sources(path, i, t, seeds):
     where = f"{path}: traces[{i}]"
     if not isinstance(t, dict) or ("file" in t) == ("synth" in t):
         raise HarnessError(f"{where}: expected either file = \"...\" or synth = \"KIND\"")
@@ -157,9 +158,12 @@ def _fits(default, value):
 
 
 def runs(spec, trace):
-    """Every run of one trace: models x flush x gfp x grid, in a fixed order. A
-    model runs only the grid parameters it has (the none model ignores an
-    IOTLB size grid)."""
+    """Every run of one trace: models x flush x gfp x grid, in a fixed order (a
+    model runs only the grid parameters it has: the none model ignores an
+    IOTLB size grid), or the spec's explicit runs of that trace."""
+    if spec.runs is not None:
+        yield from (r for r in spec.runs if r.trace == trace)
+        return
     for model, flush, gfp in itertools.product(spec.models, spec.flush, spec.gfp):
         keys = sorted(k for k in spec.grid if _knows(model, k))
         for values in itertools.product(*(spec.grid[k] for k in keys)):
