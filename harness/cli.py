@@ -416,7 +416,7 @@ def compare(
 @app.command()
 @user_errors
 def reproduce(
-    name: str = typer.Argument(..., help="A calibration case (models/cases/NAME.toml) or all."),
+    name: str = typer.Argument(..., help="A calibration case (models/cases/NAME.toml), a case file, or all."),
     out_dir: Path = typer.Option(Path("results/reproduce"), "-o", "--out",
                                  help="Results directory: a sweep per case plus calibration.parquet."),
     reduced: bool = typer.Option(False, "--reduced", help="Traces a tenth of the size (quick; the "
@@ -434,7 +434,7 @@ def reproduce(
         case = cases.load(n)
         err.print(f"{n}: running {len(case.runs)} runs...")
         runs, ratios = cases.reproduce(case, out_dir, reduced=reduced, jobs=jobs)
-        cal_store.write(out_dir, case, runs, ratios)
+        cal_store.write(out_dir, case, ratios)
         _print_case(case, runs, ratios)
         misses += ratios.filter(~pl.col("within")).height
     out.print(f"{len(names)} case(s); {misses} ratio(s) outside tolerance; rows in "

@@ -13,6 +13,7 @@ import polars as pl
 
 from harness import metrics
 from harness.analysis.summary import GROUP, pivot
+from harness.calibration import store as cal_store
 from harness.errors import HarnessError
 from harness.sweep import store
 
@@ -33,7 +34,11 @@ def _svg(fig):
     return re.sub(r"<metadata>.*?</metadata>", "", text[text.index("<svg"):], flags=re.S)
 
 
-def _runs(out):
+def _runs(out, required=True):
+    """Successful run rows, or None when there are none and none are required
+    (a `reproduce` directory holds calibration rows and a sweep per case)."""
+    if not required and not (Path(out) / store.MANIFEST).exists():
+        return None
     df = store.scan(out).filter(pl.col("status") == "ok").collect()
     if not len(df):
         raise HarnessError(f"{out}: no successful runs to report")
@@ -112,8 +117,43 @@ def _table(df):
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
+def calibration_agreement(cal):
+    """Modelled over published ratio for every calibration case, with the tolerance band."""
+    labels = [f"{c}: {r}" for c, r in zip(cal["case"], cal["ratio"])]
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(labels) + 1.2))
+    tol = float(cal["tolerance"].max())
+    ax.axvspan(1 - tol, 1 + tol, color="#2a2", alpha=0.12, label=f"within ±{tol:.0%}")
+    colors = ["#185" if w else "#c33" for w in cal["within"]]
+    y, x = list(range(len(labels))), cal["agreement"].to_list()
+    ax.hlines(y, 1, x, color=colors, lw=1.5)
+    ax.scatter(x, y, color=colors, zorder=3)
+    ax.axvline(1, color="#333", lw=0.8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set(xlabel="modelled ratio / published ratio", title="calibration against published results",
+           xlim=(min(0.5, float(cal["agreement"].min()) * 0.95), max(1.5, float(cal["agreement"].max()) * 1.05)))
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def _calibration_section(cal):
+    table = cal.select("case", "ratio", "published_text", "modelled", "agreement", "within", "reduced")
+    sources = "".join(f"<li><b>{html.escape(c)}</b>: {html.escape(t)}. {html.escape(src)}</li>"
+                      for c, t, src in cal.select("case", "title", "source").unique("case", maintain_order=True).iter_rows())
+    return (f'<h2 id="calibration">Calibration against published results</h2>'
+            f"<p>{cal['within'].sum()} of {len(cal)} ratios within tolerance "
+            "(<code>iommu-harness reproduce all</code>).</p>"
+            f'<figure id="calibration-agreement">{_svg(calibration_agreement(cal))}<figcaption>'
+            f"{html.escape(calibration_agreement.__doc__)}</figcaption></figure>"
+            f"{_table(table)}<ul>{sources}</ul>")
+
+
 def render(out):
-    df = _runs(out)
+    cal = cal_store.read(out)
+    df = _runs(out, required=cal is None)
+    cal_html = _calibration_section(cal) if cal is not None else ""
+    if df is None:
+        return _page(out, f"<p>Calibration cases from <code>{html.escape(str(out))}</code>.</p>", cal_html)
     figs = dict(zip(FIGURES, (miss_rate_vs_size, inv_cost_by_flush, pt_bytes_by_gfp, exposure_vs_cost)))
     units = {m.name: m.unit for m in metrics.ALL}
     parts = []
@@ -130,6 +170,17 @@ def render(out):
     failed = store.scan(out).filter(pl.col("status") != "ok").select("run_key", "model", "flush", "gfp",
                                                                       "error").collect()
     fail_html = f"<h2>Failed runs</h2>{_table(failed)}" if len(failed) else ""
+    intro = f"""<p>{len(df)} successful runs from <code>{html.escape(str(out))}</code>: {df['trace'].n_unique()} traces,
+{df['model'].n_unique()} models, flush {', '.join(sorted(df['flush'].unique()))},
+gfp {', '.join(sorted(df['gfp'].unique()))}.</p>
+{''.join(parts)}
+<h2>Summary</h2>
+{''.join(tables)}
+{fail_html}"""
+    return _page(out, intro, cal_html)
+
+
+def _page(out, body, cal_html):
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>iommu-harness report: {html.escape(str(out))}</title>
 <style>
@@ -140,13 +191,8 @@ td, th {{ border: 1px solid #ccc; padding: 2px 6px; text-align: right; }}
 td:first-child, th:first-child {{ text-align: left; }}
 </style></head><body>
 <h1>iommu-harness report</h1>
-<p>{len(df)} successful runs from <code>{html.escape(str(out))}</code>: {df['trace'].n_unique()} traces,
-{df['model'].n_unique()} models, flush {', '.join(sorted(df['flush'].unique()))},
-gfp {', '.join(sorted(df['gfp'].unique()))}.</p>
-{''.join(parts)}
-<h2>Summary</h2>
-{''.join(tables)}
-{fail_html}
+{body}
+{cal_html}
 </body></html>
 """
 

@@ -40,10 +40,17 @@ def available():
 
 
 def load(name):
+    """A built-in case by name, or a case file by path."""
     found = available()
-    if name not in found:
-        raise HarnessError(f"unknown case {name!r}: expected all or one of {', '.join(found)}")
-    path = found[name]
+    if name.endswith(".toml"):
+        path = Path(name)
+        if not path.is_file():
+            raise HarnessError(f"{path}: case file not found")
+        name = path.stem
+    elif name in found:
+        path = found[name]
+    else:
+        raise HarnessError(f"unknown case {name!r}: expected all, a case file or one of {', '.join(found)}")
     try:
         doc = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:

@@ -8,7 +8,7 @@ import polars as pl
 FILE = "calibration.parquet"
 
 
-def write(out, case, runs, ratios):
+def write(out, case, ratios):
     path = Path(out) / FILE
     rows = ratios.with_columns(pl.lit(case.title).alias("title"), pl.lit(case.source).alias("source"))
     if path.exists():
