@@ -120,6 +120,15 @@ COUNTER_INDEX = {m.name: i for i, m in enumerate(COUNTERS)}
 NUM_COUNTERS = len(COUNTERS)
 
 
+def inv_terms(v, params):
+    """(count, ns each) of the modelled invalidation cost (inv_cost_ns); a
+    model without invalidation parameters (none) pays nothing."""
+    ns = lambda k: params.get(k, 0.0)  # noqa: E731
+    return [(v["inv_range"] + v["inv_all"] + v["inv_dev"], ns("inv.cmd_ns")),
+            (v["inv_syncs"], ns("inv.sync_ns")), (v["inv_pages"], ns("inv.page_ns")),
+            (v["inv_traps"], ns("inv.trap_ns"))]
+
+
 def derive(values, params):
     """Add derived metrics to a dict of counter and gauge values."""
     v = dict(values)
@@ -129,8 +138,7 @@ def derive(values, params):
     v["iotlb_misses_per_mib"] = v["iotlb_misses"] / mib if mib else 0.0
     v["walk_reads_per_miss"] = v["walk_reads"] / v["iotlb_misses"] if v["iotlb_misses"] else 0.0
     cmds = v["inv_range"] + v["inv_all"] + v["inv_dev"]
-    cost = (params["inv.cmd_ns"] * cmds + params["inv.sync_ns"] * v["inv_syncs"]
-            + params["inv.page_ns"] * v["inv_pages"] + params["inv.trap_ns"] * v["inv_traps"])
+    cost = sum(n * ns for n, ns in inv_terms(v, params))
     v["inv_cost_ns"] = float(cost)
     mapped_mib = v["bytes_mapped"] / 2**20
     v["inv_cost_ns_per_mib"] = cost / mapped_mib if mapped_mib else 0.0

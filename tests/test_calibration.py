@@ -148,5 +148,13 @@ def test_bad_case_file_names_file_and_field(tmp_path):
         'trace = "rx"', 'trace = "tx"', 1))
     with pytest.raises(HarnessError, match=r"mine.toml: runs\[0\].trace = 'tx': expected one of rx"):
         cases.load(str(bad))
+    text = open(cases.available()["viommu-first-stage"]).read()
+    for old, new, msg in (('flush = "lazy"', 'flsh = "lazy"', r"runs\[1\]\.flsh: unknown"),
+                          ('set = ["pagetable.first_stage=true"]', 'set = "x=1"', r"runs\[0\]\.set: expected list"),
+                          ('model = "intel-vtd-viommu"', 'model = "nne"', r"runs\[0\]\.model/set: unknown model"),
+                          ('unit = "packets"', 'unit = "frames"', r"unit = 'frames': expected a counter")):
+        bad.write_text(text.replace(old, new, 1))
+        with pytest.raises(HarnessError, match=r"mine.toml: " + msg):
+            cases.load(str(bad))
     r = CliRunner().invoke(app, ["reproduce", "no-such-case"])
     assert r.exit_code == 2 and "unknown case 'no-such-case'" in r.output

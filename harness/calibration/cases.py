@@ -23,16 +23,17 @@ from harness.core.layout import FLUSH_MODES, GFP_POLICIES
 from harness.errors import HarnessError
 from harness.sweep import runner, store
 from harness.sweep import spec as sweep_spec
+from harness.trace.synth import KINDS
 
 CASES_DIR = models.BUILTIN_DIR / "cases"
 TOP = {"title", "source", "unit", "tolerance", "host", "traces", "runs", "ratios", "sources", "notes"}
 # What a run's published figure can be: throughput.model() outputs.
 QUANTITIES = {"gbps": "Gbit/s", "line_fraction": "of line rate", "map_us": "us", "unmap_us": "us"}
 
-Case = namedtuple("Case", "name path title source unit tolerance host traces runs ratios sources notes")
+Case = namedtuple("Case", "name path title source unit tolerance host traces runs ratios notes")
 CaseRun = namedtuple("CaseRun", "name trace model flush gfp overrides published")
 # modelled = (num - minus) / (den - minus) of metric; minus empty for a plain ratio
-Ratio = namedtuple("Ratio", "name metric num den minus published published_text")
+Ratio = namedtuple("Ratio", "name metric num den minus published span published_text")
 
 
 def available():
@@ -61,43 +62,73 @@ def load(name):
         raise HarnessError(f"{path}: {e!r}: expected the case format of models/cases/README.md") from None
 
 
-def _need(path, table, key, kind, where=""):
-    v = table.get(key)
+def _need(path, table, key, kind, where="", default=None):
+    v = table.get(key, default)
     if not isinstance(v, kind) or isinstance(v, bool) and kind is not bool:
         raise HarnessError(f"{path}: {where}{key}: expected {getattr(kind, '__name__', kind)}")
     return v
 
 
-def _parse(name, path, doc):
-    unknown = set(doc) - TOP
+def _keys(path, table, allowed, where):
+    if not isinstance(table, dict):
+        raise HarnessError(f"{path}: {where.rstrip('.')}: expected a table")
+    unknown = set(table) - set(allowed)
     if unknown:
-        raise HarnessError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
-    host = throughput.host_params(doc.get("host", {}), path)
+        raise HarnessError(f"{path}: {where}{', '.join(sorted(unknown))}: unknown; expected "
+                           f"{', '.join(sorted(allowed))}")
+
+
+RUN_KEYS = {"name", "trace", "model", "flush", "gfp", "set", "published"}
+RATIO_KEYS = {"name", "metric", "num", "den", "minus", "published", "published_text"}
+# dma_map_benchmark prints latencies with one decimal: a printed p means p +- 0.05 us.
+PRINTED = {"map_us": 0.05, "unmap_us": 0.05}
+
+
+def _parse(name, path, doc):
+    _keys(path, doc, TOP, "")
+    host = throughput.host_params(_need(path, doc, "host", dict, default={}), path)
+    unit = _need(path, doc, "unit", str, default="packets")
+    tolerance = _need(path, doc, "tolerance", (int, float), default=0.15)
+    if not 0 <= tolerance < 1:
+        raise HarnessError(f"{path}: tolerance = {tolerance}: expected 0 <= tolerance < 1")
     traces = {}
     for label, t in _need(path, doc, "traces", dict).items():
-        if not isinstance(t, dict):
-            raise HarnessError(f"{path}: traces.{label}: expected a table")
+        where = f"traces.{label}."
+        _keys(path, t, set(t), where)  # a table; trace_sources checks its options
         opts = {k: v for k, v in t.items() if k not in ("reduced", "seed")}
-        reduced = opts | t.get("reduced", {})
-        seed = t.get("seed", 1)
+        reduced = opts | _need(path, t, "reduced", dict, where, {})
+        seed = _need(path, t, "seed", int, where, 1)
         full = sweep_spec.trace_sources(path, label, opts, [seed])[0]
         small = sweep_spec.trace_sources(path, label, reduced, [seed])[0]
+        if unit not in metrics.COUNTER_INDEX and unit not in opts | _defaults(full.kind):
+            raise HarnessError(f"{path}: unit = {unit!r}: expected a counter or a parameter of "
+                               f"synth {full.kind} (traces.{label})")
         traces[label] = (full, small)
     runs = []
     for i, r in enumerate(_need(path, doc, "runs", list)):
         where = f"runs[{i}]."
+        _keys(path, r, RUN_KEYS, where)
+        overrides = _need(path, r, "set", list, where, [])
+        if not all(isinstance(o, str) for o in overrides):
+            raise HarnessError(f"{path}: {where}set: expected a list of \"key=value\" strings")
         run = CaseRun(_need(path, r, "name", str, where), _need(path, r, "trace", str, where),
-                      _need(path, r, "model", str, where), r.get("flush", "strict"),
-                      r.get("gfp", "atomic"), tuple(r.get("set", [])), r.get("published", {}))
+                      _need(path, r, "model", str, where), _need(path, r, "flush", str, where, "strict"),
+                      _need(path, r, "gfp", str, where, "atomic"), tuple(overrides),
+                      _need(path, r, "published", dict, where, {}))
         if run.trace not in traces:
             raise HarnessError(f"{path}: {where}trace = {run.trace!r}: expected one of {', '.join(traces)}")
-        if run.flush not in FLUSH_MODES or run.gfp not in GFP_POLICIES:
-            raise HarnessError(f"{path}: {where}flush/gfp: expected one of {', '.join(FLUSH_MODES)} "
-                               f"and {', '.join(GFP_POLICIES)}")
-        models.resolve(run.model).with_overrides(list(run.overrides))  # a bad override fails now
-        for q in run.published:
-            if q not in QUANTITIES:
-                raise HarnessError(f"{path}: {where}published.{q}: expected one of {', '.join(QUANTITIES)}")
+        if run.flush not in FLUSH_MODES:
+            raise HarnessError(f"{path}: {where}flush = {run.flush!r}: expected one of {', '.join(FLUSH_MODES)}")
+        if run.gfp not in GFP_POLICIES:
+            raise HarnessError(f"{path}: {where}gfp = {run.gfp!r}: expected one of {', '.join(GFP_POLICIES)}")
+        try:
+            models.resolve(run.model).with_overrides(list(run.overrides))
+        except HarnessError as e:
+            raise HarnessError(f"{path}: {where}model/set: {e}") from None
+        for q, v in run.published.items():
+            if q not in QUANTITIES or isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise HarnessError(f"{path}: {where}published.{q}: expected a number for one of "
+                                   f"{', '.join(QUANTITIES)}")
         runs.append(run)
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
@@ -105,38 +136,51 @@ def _parse(name, path, doc):
     ratios = []
     for i, q in enumerate(_need(path, doc, "ratios", list)):
         where = f"ratios[{i}]."
+        _keys(path, q, RATIO_KEYS, where)
         metric = _need(path, q, "metric", str, where)
         if metric not in QUANTITIES:
             raise HarnessError(f"{path}: {where}metric = {metric!r}: expected one of {', '.join(QUANTITIES)}")
-        ends = [q.get(k) for k in ("num", "den", "minus")]
+        ends = [_need(path, q, k, str, where) for k in ("num", "den")] + [
+            _need(path, q, "minus", str, where, "") or None]
         for k, v in zip(("num", "den", "minus"), ends):
             if v is not None and v not in names:
                 raise HarnessError(f"{path}: {where}{k} = {v!r}: expected a run name ({', '.join(names)})")
-        if ends[0] is None or ends[1] is None:
-            raise HarnessError(f"{path}: {where}num and den: expected run names")
         pub = q.get("published")
         if pub is None:
             by = {r.name: r.published for r in runs}
-            vals = [by[n].get(metric) if n else 0.0 for n in ends]
-            if None in vals:
+            vals = [by[n].get(metric) if n else None for n in ends]
+            if None in vals[:2] or ends[2] and vals[2] is None:
                 raise HarnessError(f"{path}: {where}published: not given and not all runs publish {metric}")
-            pub = _ratio(*vals)
-        ratios.append(Ratio(q.get("name", f"{ends[0]} / {ends[1]}"), metric, *ends, float(pub),
-                            q.get("published_text", "")))
+            pub, span = _ratio(*vals), _printed_span(metric, *vals)
+        elif isinstance(pub, bool) or not isinstance(pub, (int, float)):
+            raise HarnessError(f"{path}: {where}published: expected a number")
+        else:
+            span = (pub, pub)
+        ratios.append(Ratio(_need(path, q, "name", str, where, f"{ends[0]} / {ends[1]}"), metric, *ends,
+                            float(pub), span, _need(path, q, "published_text", str, where, "")))
+    _need(path, doc, "sources", dict, default={})
     return Case(name, path, _need(path, doc, "title", str), _need(path, doc, "source", str),
-                doc.get("unit", "packets"), doc.get("tolerance", 0.15), host, traces, runs, ratios,
-                doc.get("sources", {}), doc.get("notes", ""))
+                unit, tolerance, host, traces, runs, ratios, _need(path, doc, "notes", str, default=""))
+
+
+def _defaults(kind):
+    return {p.name: p.default for p in KINDS[kind].params}
+
+
+def _printed_span(metric, num, den, minus=None):
+    """Lowest and highest ratio the published figures allow at the precision
+    they were printed with (a latency printed 0.1 us may be 0.05..0.15)."""
+    e = PRINTED.get(metric, 0.0)
+    if not e:
+        return (_ratio(num, den, minus),) * 2
+    lo = _ratio(num - e, den + e, minus) if minus is None else _ratio(num, den, minus)
+    hi = _ratio(num + e, max(den - e, 1e-9), minus) if minus is None else lo
+    return lo, hi
 
 
 def _ratio(num, den, minus=None):
     minus = minus or 0.0
     return (num - minus) / (den - minus) if den != minus else math.nan
-
-
-def _as_published(metric, value):
-    """A modelled figure at the precision the source printed it: dma_map_benchmark
-    prints latencies with one decimal (0.1 us), so 0.13 us is compared as 0.1."""
-    return round(value, 1) if metric in ("map_us", "unmap_us") else value
 
 
 def sweep_spec_of(case, reduced=False):
@@ -149,19 +193,24 @@ def sweep_spec_of(case, reduced=False):
                            [1], {}, [pair[pick] for pair in case.traces.values()], runs)
 
 
-def _units(case, row, where):
+def _units(case, run, row):
+    """Work units of a run: a counter, or a parameter of its synthetic trace."""
     if case.unit in metrics.COUNTER_INDEX:
-        return row[case.unit]
-    params = json.loads(row["trace_provenance"]).get("params", {})
-    if case.unit not in params:
-        raise HarnessError(f"{where}: unit {case.unit!r}: the trace has no such parameter or counter")
-    return params[case.unit]
+        n = row[case.unit]
+    else:
+        n = json.loads(row["trace_provenance"]).get("params", {}).get(case.unit)
+    if not n:
+        raise HarnessError(f"{case.path}: unit = {case.unit!r}: run {run.name} has none")
+    return n
 
 
 def reproduce(case, out, reduced=False, jobs=None, executor="local", scheduler=None):
     """Run a case into out/NAME; returns (run table, ratio table) as polars frames."""
     spec = sweep_spec_of(case, reduced)
     sweep_dir = Path(out) / case.name
+    for f in sweep_dir.glob("model=*/flush=*/gfp=*/*.parquet"):  # failed runs run again
+        if pl.read_parquet(f, columns=["status"])["status"][0] != "ok":
+            f.unlink()
     manifest = runner.run(spec, sweep_dir, jobs=jobs, executor=executor, scheduler=scheduler)
     rows = store.scan(sweep_dir).collect()
     by_key = {r["run_key"]: r for r in rows.iter_rows(named=True)}
@@ -174,7 +223,7 @@ def reproduce(case, out, reduced=False, jobs=None, executor="local", scheduler=N
             raise HarnessError(f"{case.path}: run {r.name} failed: {row['error']}")
         values = {k: row[k] for k in metrics.BY_NAME}
         params = json.loads(row["params"])
-        res = throughput.model(values, params, case.host, _units(case, row, case.path))
+        res = throughput.model(values, params, case.host, _units(case, r, row))
         modelled[r.name] = res
         table.append({"case": case.name, "run": r.name, "model": r.model, "flush": row["effective_flush"],
                       "overrides": " ".join(r.overrides), "bound": res["bound"]}
@@ -184,24 +233,27 @@ def reproduce(case, out, reduced=False, jobs=None, executor="local", scheduler=N
                      | {f"published_{q}": r.published.get(q) for q in QUANTITIES})
     ratios = []
     for q in case.ratios:
-        got = _ratio(*(_as_published(q.metric, modelled[n][q.metric]) if n else None
-                       for n in (q.num, q.den, q.minus)))
+        got = _ratio(*(modelled[n][q.metric] if n else None for n in (q.num, q.den, q.minus)))
         agreement = got / q.published if q.published else math.nan
+        lo, hi = q.span
+        text = q.published_text or (f"{q.published:.3g}" if lo == hi else
+                                    f"{q.published:.3g} ({lo:.3g}-{hi:.3g} as printed)")
         ratios.append({"case": case.name, "ratio": q.name, "metric": q.metric,
-                       "published": q.published, "published_text": q.published_text or f"{q.published:.3g}",
+                       "published": q.published, "published_text": text,
                        "modelled": got, "agreement": agreement,
-                       "within": bool(abs(agreement - 1) <= case.tolerance), "tolerance": case.tolerance,
+                       "within": bool(lo * (1 - case.tolerance) <= got <= hi * (1 + case.tolerance)),
+                       "tolerance": case.tolerance,
                        "reduced": reduced})
     return pl.DataFrame(table), pl.DataFrame(ratios)
 
 
-def dma_map_benchmark_lines(case, runs):
+def dma_map_benchmark_lines(case, runs, reduced=False):
     """The modelled latencies in the output format of the kernel's
     tools/testing/selftests/dma/dma_map_benchmark.c (the kernel reports
     100 ns units; the tool prints microseconds with one decimal)."""
     out = []
     for r, row in zip(case.runs, runs.iter_rows(named=True)):
-        t = case.traces[r.trace][0].options
+        t = case.traces[r.trace][int(reduced)].options
         span_s = t.get("loops", 100_000) * (t.get("loop_ns", 1000) + t.get("delay_ns", 0)) / 1e9
         direction = ("BIDIRECTIONAL", "TO_DEVICE", "FROM_DEVICE")[t.get("dir", 0)]
         out += [f"# {r.name}: {r.model}, {row['flush']}",

@@ -20,6 +20,8 @@ fraction of line rate is that rate over the link's.
 
 import math
 
+from harness import metrics
+
 # Host and device parameters of a calibration case ([host] in its file).
 HOST_DEFAULTS = {
     "line_rate_gbps": 100.0,
@@ -30,22 +32,12 @@ HOST_DEFAULTS = {
     "request_bytes": 256,
     "latency_ns": 500.0,
 }
-HOST_SOURCES = {
-    "line_rate_gbps": "link rate of the device (Ethernet or PCIe), Gbit/s",
-    "cores": "CPUs that process the work units",
-    "unit_ns": "CPU time per work unit outside the DMA API: driver, network or block stack, application",
-    "wire_overhead_bytes": "bytes on the wire per unit beyond what the device DMAs (Ethernet: "
-                           "preamble 8 + inter-frame gap 12 + FCS 4 = 24)",
-    "outstanding": "DMA requests the device and root complex keep in flight",
-    "request_bytes": "bytes per DMA request (PCIe max payload size)",
-    "latency_ns": "DMA request latency with an IOTLB hit (pcie-bench: about 500 ns round trip)",
-}
-
 # dma-iommu software costs: (counter, parameter); side of the call they land on.
 MAP_COSTS = (("maps", "cpu.map_ns"), ("iova_rcache_hits", "cpu.iova_rcache_ns"),
              ("iova_tree_allocs", "cpu.iova_tree_ns"), ("iova_tree_walk_steps", "cpu.iova_step_ns"),
              ("pt_pages_alloc", "cpu.pt_alloc_ns"))
-UNMAP_COSTS = (("unmaps", "cpu.unmap_ns"), ("fq_queued", "cpu.fq_ns"))
+UNMAP_COSTS = (("unmaps", "cpu.unmap_ns"), ("fq_queued", "cpu.fq_ns"),
+               ("iova_rcache_inserts", "cpu.iova_rcache_ns"), ("iova_tree_frees", "cpu.iova_tree_ns"))
 PAGE = 4096
 
 
@@ -66,16 +58,16 @@ def host_params(table, where):
 
 
 def _parts(v, params):
-    """(count, ns each) of everything a map and an unmap call pay; page
-    costs are per 4 KiB page mapped, paid once at map and once at unmap."""
+    """(count, ns each) of everything the map and the unmap calls pay.
+    Page costs are per 4 KiB of bytes mapped (a PTE each; a superpage is
+    priced as its 4 KiB pages), paid again by the unmaps in proportion to
+    the maps they undo. Invalidation lands on the unmap side, the sync-map
+    flushes of virtual IOMMUs included."""
     pages = v["bytes_mapped"] / PAGE
+    unmapped = pages * min(1.0, v["unmaps"] / v["maps"]) if v["maps"] else 0.0
     map_side = [(v[c], params[p]) for c, p in MAP_COSTS] + [(pages, params["cpu.page_ns"])]
-    unmap_side = [(v[c], params[p]) for c, p in UNMAP_COSTS] + [(pages, params["cpu.page_ns"])]
-    inv = {k: params.get(k, 0.0) for k in ("inv.cmd_ns", "inv.sync_ns", "inv.page_ns", "inv.trap_ns")}
-    unmap_side += [(v["inv_range"] + v["inv_all"] + v["inv_dev"], inv["inv.cmd_ns"]),
-                   (v["inv_syncs"], inv["inv.sync_ns"]), (v["inv_pages"], inv["inv.page_ns"]),
-                   (v["inv_traps"], inv["inv.trap_ns"])]
-    return map_side, unmap_side
+    unmap_side = [(v[c], params[p]) for c, p in UNMAP_COSTS] + [(unmapped, params["cpu.page_ns"])]
+    return map_side, unmap_side + metrics.inv_terms(v, params)
 
 
 def latency(calls, parts):
@@ -99,6 +91,8 @@ def model(v, params, host, units):
     """Modelled rates of a run: v its counters and derived metrics, params
     its resolved model parameters, host the case's [host], units the work
     units of its trace."""
+    if not units:
+        raise ValueError("a run without work units")
     map_side, unmap_side = _parts(v, params)
     dma_ns = sum(n * ns for n, ns in map_side + unmap_side)
     cpu_ns = host["unit_ns"] + dma_ns / units
