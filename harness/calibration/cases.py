@@ -100,9 +100,9 @@ def _parse(name, path, doc):
         seed = _need(path, t, "seed", int, where, 1)
         full = sweep_spec.trace_sources(path, label, opts, [seed])[0]
         small = sweep_spec.trace_sources(path, label, reduced, [seed])[0]
-        if unit not in metrics.COUNTER_INDEX and unit not in opts | _defaults(full.kind):
+        if unit not in metrics.COUNTER_INDEX and (full.kind is None or unit not in _defaults(full.kind)):
             raise HarnessError(f"{path}: unit = {unit!r}: expected a counter or a parameter of "
-                               f"synth {full.kind} (traces.{label})")
+                               f"the synth kind of traces.{label}")
         traces[label] = (full, small)
     runs = []
     for i, r in enumerate(_need(path, doc, "runs", list)):

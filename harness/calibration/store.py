@@ -1,6 +1,7 @@
 """calibration.parquet: one row per ratio of every case reproduced into a
 results directory; a case's rows replace its earlier ones."""
 
+import os
 from pathlib import Path
 
 import polars as pl
@@ -15,7 +16,7 @@ def write(out, case, ratios):
         old = pl.read_parquet(path).filter(pl.col("case") != case.name)
         rows = pl.concat([old, rows], how="diagonal_relaxed")
     rows = rows.sort("case", maintain_order=True)
-    tmp = path.with_name(f"{FILE}.tmp")
+    tmp = path.with_name(f"{FILE}.{os.getpid()}.tmp")
     rows.write_parquet(tmp)
     tmp.replace(path)
     return path

@@ -21,6 +21,7 @@ fraction of line rate is that rate over the link's.
 import math
 
 from harness import metrics
+from harness.errors import HarnessError
 
 # Host and device parameters of a calibration case ([host] in its file).
 HOST_DEFAULTS = {
@@ -43,7 +44,6 @@ PAGE = 4096
 
 def host_params(table, where):
     """[host] of a case over the defaults; unknown keys and wrong types are errors."""
-    from harness.errors import HarnessError
     host = dict(HOST_DEFAULTS)
     for k, v in table.items():
         if k not in HOST_DEFAULTS:
@@ -91,8 +91,6 @@ def model(v, params, host, units):
     """Modelled rates of a run: v its counters and derived metrics, params
     its resolved model parameters, host the case's [host], units the work
     units of its trace."""
-    if not units:
-        raise ValueError("a run without work units")
     map_side, unmap_side = _parts(v, params)
     dma_ns = sum(n * ns for n, ns in map_side + unmap_side)
     cpu_ns = host["unit_ns"] + dma_ns / units
