@@ -3,11 +3,15 @@
     python -m benchmarks.bench_throughput [--events 10000000] [--models all] [--rss-events 100000000]
         [--sweep sweeps/default.toml]
 
-Prints events/s for a nic-rx trace per model (intel-vtd-legacy, or one model per
-family with --models all) in strict and lazy mode on one core (numba cache warmed first; fastest of --repeat runs), and with --rss-events the peak RSS of a
-run over a longer trace, measured in a child process: anonymous memory (what the
-run allocates) and the total with the trace's memory-mapped page cache. Then the time of a
-one-pass 9-size IOTLB sweep against one run per size.
+Prints, on one core with the numba cache warm (fastest of --repeat runs):
+events/s for a 10 M-event nic-rx trace per model (one per vendor family by
+default) in strict and lazy mode, with each model's rate relative to
+intel-vtd-legacy; accesses/s of access-only zipf streams over a small and a
+large mapped footprint, with their IOTLB hit rates; the generation rate of
+every synthetic workload; the time of one-pass 9-size IOTLB sweeps against one
+run per size. With --rss-events, the peak RSS of a run over a longer trace,
+measured in a child process: anonymous memory (what the run allocates) and
+the total with the trace's memory-mapped page cache.
 """
 
 import argparse
@@ -47,13 +51,32 @@ SYNTH = [("nic-rx", dict(packets=3_333_334, queues=8, ring=1024, rate=8e6)),
 FAMILY_MODELS = ["intel-vtd-legacy", "amd-vi-v1", "arm-smmuv3", "s390", "none"]
 
 
+# access-only streams: zipf (alpha 0.9) over a mapped footprint, 20 M accesses;
+# the 256 KiB footprint fits the 64-entry IOTLB's reach, the 64 MiB one does not
+ZIPF = [("256K", dict(footprint="256K", map_size="256K")), ("64M", dict(footprint="64M", map_size="2M"))]
+
+
+def zipf_trace(label, options, accesses=20_000_000):
+    path = CACHE / f"zipf-{label}-{accesses}.arrow"
+    if not path.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        synth.generate("random", path, accesses=accesses, distribution="zipf", seed=1, **options)
+    return path
+
+
 def run(path, flush, model="intel-vtd-legacy"):
+    """(events, seconds, IOTLB hit rate) of one run."""
     spec = models.resolve(model)
     with TraceReader(path) as r:
         sim = Simulator(spec, flush, "atomic", r.num_cpus)
         t = time.perf_counter()
         res = sim.run(r)
-        return res["events"], time.perf_counter() - t
+        dt = time.perf_counter() - t
+        return res["events"], dt, res["iotlb_hits"] / max(1, res["lookups"])
+
+
+def fastest(path, flush, model, repeat):
+    return min((run(path, flush, model) for _ in range(repeat)), key=lambda r: r[1])
 
 
 # (label, sets: 0 fully associative, entries of a 9-size grid)
@@ -144,14 +167,15 @@ def main():
     ap.add_argument("--events", type=int, default=10_000_000)
     ap.add_argument("--repeat", type=int, default=5, help="runs per mode; the fastest is shown")
     ap.add_argument("--rss-events", type=int, default=0, help="also measure peak RSS on this many events")
-    ap.add_argument("--models", default="intel-vtd-legacy",
-                    help="comma-separated models, or 'all' for one model per family")
+    ap.add_argument("--models", default="all",
+                    help="comma-separated models (intel-vtd-legacy first for the ratio column), "
+                         "or 'all' for one model per family")
     ap.add_argument("--sweep", help="also time this sweep spec with --jobs 1 and 2 (all cores)")
     ap.add_argument("--child-run", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child_run:
         peak = _AnonPeak()
-        n, dt = run(Path(args.child_run), "lazy")
+        n, dt, _ = run(Path(args.child_run), "lazy")
         print(f"peak anonymous RSS {peak.stop() / 2**30:.2f} GiB (file-backed trace pages excluded), "
               f"{n:,} events in {dt:.1f} s")
         return
@@ -161,11 +185,22 @@ def main():
     run(nic_trace(3000), "strict")  # load or compile the kernels
     path = nic_trace(args.events)
     names = FAMILY_MODELS if args.models == "all" else args.models.split(",")
-    print(f"{'model':<18} {'trace':<24} {'flush':<7} {'events':>12} {'seconds':>8} {'M events/s':>11}")
+    print(f"{'model':<18} {'trace':<24} {'flush':<7} {'events':>12} {'seconds':>8} {'M events/s':>11} "
+          f"{'vs intel-vtd':>13}")
+    base = {}
     for model in names:
         for flush in ("strict", "lazy"):
-            n, dt = min((run(path, flush, model) for _ in range(args.repeat)), key=lambda r: r[1])
-            print(f"{model:<18} {path.name:<24} {flush:<7} {n:>12,} {dt:>8.2f} {n / dt / 1e6:>11.1f}")
+            n, dt, _ = fastest(path, flush, model, args.repeat)
+            rate = n / dt / 1e6
+            base.setdefault(flush, rate if model == "intel-vtd-legacy" else None)
+            ratio = f"{rate / base[flush]:.2f}x" if base[flush] else ""
+            print(f"{model:<18} {path.name:<24} {flush:<7} {n:>12,} {dt:>8.2f} {rate:>11.1f} {ratio:>13}")
+    print(f"\n{'access-only zipf':<18} {'footprint':<10} {'accesses':>12} {'seconds':>8} {'M acc/s':>8} "
+          f"{'IOTLB hits':>11}   (intel-vtd-legacy strict)")
+    for label, options in ZIPF:
+        n, dt, hits = fastest(zipf_trace(label, options), "strict", "intel-vtd-legacy", args.repeat)
+        print(f"{'random --distribution zipf':<29} {label:<10} {n:>12,} {dt:>8.2f} {n / dt / 1e6:>8.1f} "
+              f"{hits:>11.1%}")
     print(f"\n{'workload':<18} {'events':>12} {'seconds':>8} {'M events/s':>11}   (trace synth)")
     for kind, kw in SYNTH:
         out = CACHE / f"synth-{kind}.arrow"

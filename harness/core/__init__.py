@@ -29,6 +29,8 @@ def _cache_dir():
 if "NUMBA_CACHE_DIR" not in os.environ:
     numba.config.CACHE_DIR = _cache_dir()
 
+from harness.core import compiled  # noqa: E402,F401 (before any kernel compiles)
+
 
 def kernel_cached():
     """Whether the compiled event loop is already in the cache (else the first

@@ -1,8 +1,9 @@
 """Bit helpers with the kernel's meanings (include/linux/bitops.h, log2.h),
 compiled to the CPU's count-leading/trailing-zeros instructions."""
 
-from numba import njit
 from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
+
+from harness.core.compiled import njit
 
 
 @njit(cache=True, inline="always")

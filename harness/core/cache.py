@@ -10,8 +10,7 @@ number.
 """
 
 import numpy as np
-from numba import njit
-
+from harness.core.compiled import njit
 from harness.core import layout as L
 from harness.core.pages import splitmix64
 
@@ -19,14 +18,16 @@ from harness.core.pages import splitmix64
 @njit(cache=True, inline="always")
 def lookup(tag, dom, stamp, s, ways, t, d, G, policy):
     """Way holding (tag t, domain d) in row s (ways wide), or -1; LRU stamps
-    the way as most recent."""
-    for w in range(ways):
-        if tag[s, w] == t and dom[s, w] == d:
-            if policy == L.POLICY_LRU:
-                G[L.G_CLOCK] += 1
-                stamp[s, w] = G[L.G_CLOCK]
-            return w
-    return -1
+    the way as most recent. The scan has no early exit: a hit at a varying
+    way would mispredict it. Scanned downwards, so the lowest matching way
+    wins as with an early exit, with a select per way and no branch."""
+    hit = -1
+    for w in range(ways - 1, -1, -1):
+        hit = w if (tag[s, w] == t) & (dom[s, w] == d) else hit
+    if hit >= 0 and policy == L.POLICY_LRU:
+        G[L.G_CLOCK] += 1
+        stamp[s, hit] = G[L.G_CLOCK]
+    return hit
 
 
 @njit(cache=True, inline="always")

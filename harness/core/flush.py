@@ -17,8 +17,7 @@ finish count: its IOVA goes to free_iova_fast() and its page-table pages are
 freed.
 """
 
-from numba import njit
-
+from harness.core.compiled import njit
 from harness.core import iova
 from harness.core import layout as L
 from harness.core import pages

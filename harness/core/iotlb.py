@@ -21,8 +21,7 @@ A lookup that hits an entry whose PTE has been cleared (marked stale at
 unmap while its invalidation is deferred) is a stale hit.
 """
 
-from numba import njit
-
+from harness.core.compiled import njit
 from harness.core import bits, cache
 from harness.core import layout as L
 
@@ -59,8 +58,9 @@ def lookup(S, d, pfn):
 @njit(cache=True, inline="always")
 def _utlb_then_main(S, d, pfn):
     """Micro-TLB row d (the device's; fully associative, no domain tag: the
-    tag array stands in for its own domain column), then the main IOTLB."""
-    orders = S.P[L.P_PGSIZE_BITMAP] >> 12
+    tag array stands in for its own domain column), then the main IOTLB.
+    Only the page sizes the micro-TLBs have held are probed."""
+    orders = S.G[L.G_UTLB_ORDERS]
     while orders:
         o = bits.ffs0(orders)
         orders &= orders - 1
@@ -78,13 +78,14 @@ def _utlb_then_main(S, d, pfn):
 
 @njit(cache=True, inline="always")
 def _utlb_fill(S, d, pfn, o, stale):
+    S.G[L.G_UTLB_ORDERS] |= 1 << o
     t = _tag(o, pfn)
     w, _ = cache.fill(S.utlb_tag, S.utlb_tag, S.utlb_stamp, d, S.utlb_tag.shape[1], t, t, S.G,
                       S.P[L.P_IOTLB_POLICY])
     S.utlb_stale[d, w] = stale
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _utlb_apply(S, d, pfn, npages, action):
     """Invalidate (0) or mark stale (1) device d's micro-TLB entries
     overlapping the range; npages < 0: all of them."""
@@ -188,22 +189,34 @@ def invalidate_domain(S, d):
                     tag[r, s, w] = -1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def psc_invalidate_range(S, d, pfn, npages):
     """Drop domain d's walk-cache entries whose span overlaps the range (in
     every replica: a one-pass size sweep keeps one per IOTLB size)."""
     tag, dom = S.psc_tag, S.psc_dom
-    for r in range(tag.shape[0]):
-        for level in range(2, S.P[L.P_LEVELS] + 1):
-            sh = S.P[L.P_LVL_PSHIFT + level]
-            base = S.P[L.P_PSC_BASE + level]
-            for s in range(base, base + S.P[L.P_PSC_SETS + level]):
-                for w in range(S.P[L.P_PSC_WAYS + level]):
-                    t = tag[r, s, w]
-                    if t != -1 and dom[r, s, w] == d:
-                        lo = t << sh
-                        if lo < pfn + npages and pfn < lo + (1 << sh):
-                            tag[r, s, w] = -1
+    for level in range(2, S.P[L.P_LEVELS] + 1):
+        # an entry's span overlaps the range when its key is in [k0, k1]
+        sh = S.P[L.P_LVL_PSHIFT + level]
+        k0, k1 = pfn >> sh, (pfn + npages - 1) >> sh
+        sets = S.P[L.P_PSC_SETS + level]
+        base = S.P[L.P_PSC_BASE + level]
+        for r in range(tag.shape[0]):
+            if k1 - k0 < sets:  # probe only the sets the keys index
+                for k in range(k0, k1 + 1):
+                    _psc_drop(S, r, base + (k & (sets - 1)), level, d, k, k)
+            else:
+                for s in range(base, base + sets):
+                    _psc_drop(S, r, s, level, d, k0, k1)
+
+
+@njit(cache=True, inline="always")
+def _psc_drop(S, r, s, level, d, k0, k1):
+    """Drop domain d's entries of walk-cache row s with keys in [k0, k1]."""
+    tag, dom = S.psc_tag, S.psc_dom
+    for w in range(S.P[L.P_PSC_WAYS + level]):
+        t = tag[r, s, w]
+        if k0 <= t <= k1 and dom[r, s, w] == d:
+            tag[r, s, w] = -1
 
 
 @njit(cache=True, inline="always")

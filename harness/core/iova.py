@@ -14,12 +14,12 @@ rcache (iova_rcache_get/insert): per size class (1..32 pages) and CPU, a
 loaded and a prev magazine of IOVA_MAG_SIZE entries (127 since v6.0), and a
 depot of full magazines (a LIFO list since v6.7) that a delayed worker trims
 one magazine per IOVA_DEPOT_DELAY (100 ms) while it holds more than
-num_online_cpus(). Magazines hold node indices (the kernel stores pfns and
-finds the node again; the result is the same).
+num_online_cpus(). A magazine entry is (node, pfn_lo): the kernel stores the
+pfn and finds the node again when it frees to the tree; iova_magazine_pop()
+compares pfns, so a pop reads no node.
 """
 
-from numba import njit
-
+from harness.core.compiled import njit
 from harness.core import bits
 from harness.core import layout as L
 from harness.core import timers
@@ -173,16 +173,17 @@ def _free_mag(S, m):
 def _mag_free_pfns(S, d, m):
     """iova_magazine_free_pfns(): every IOVA in the magazine back to the tree."""
     for i in range(S.mag_len[m]):
-        free_iova(S, d, S.mags[m, i])
+        free_iova(S, d, S.mags[m, i, 0])
     S.mag_len[m] = 0
 
 
 @njit(cache=True, inline="always")
 def _rcache_get(S, d, cpu, size, limit_pfn):
-    """iova_rcache_get() / __iova_rcache_get() / iova_magazine_pop()."""
+    """iova_rcache_get() / __iova_rcache_get() / iova_magazine_pop():
+    (node, pfn_lo), or (-1, 0)."""
     k = bits.order_base_2(size)
     if k >= L.IOVA_RANGE_CACHE_MAX_SIZE:
-        return -1
+        return -1, 0
     limit = limit_pfn - size
     rc = S.rc
     if S.mag_len[rc[d, cpu, k, 0]] == 0:
@@ -197,17 +198,18 @@ def _rcache_get(S, d, cpu, size, limit_pfn):
             S.D[d, L.D_DEPOT_SIZE + k] -= 1
             rc[d, cpu, k, 0] = m
         else:
-            return -1
+            return -1, 0
     m = rc[d, cpu, k, 0]
     i = S.mag_len[m] - 1
-    while S.nodes[S.mags[m, i], LO] > limit:
+    while S.mags[m, i, 1] > limit:
         if i == 0:
-            return -1
+            return -1, 0
         i -= 1
-    n = S.mags[m, i]
-    S.mag_len[m] -= 1
-    S.mags[m, i] = S.mags[m, S.mag_len[m]]
-    return n
+    n, lo = S.mags[m, i, 0], S.mags[m, i, 1]
+    j = S.mag_len[m] - 1
+    S.mag_len[m] = j
+    S.mags[m, i, 0], S.mags[m, i, 1] = S.mags[m, j, 0], S.mags[m, j, 1]
+    return n, lo
 
 
 @njit(cache=True, inline="always")
@@ -231,7 +233,8 @@ def _rcache_insert(S, d, cpu, n, pages):
             timers.arm(S, d, L.D_DEPOT_TIMER + k, S.G[L.G_NOW] + S.P[L.P_DEPOT_DELAY])
             rc[d, cpu, k, 0] = _new_mag(S)
     m = rc[d, cpu, k, 0]
-    S.mags[m, S.mag_len[m]] = n
+    S.mags[m, S.mag_len[m], 0] = n
+    S.mags[m, S.mag_len[m], 1] = S.nodes[n, LO]
     S.mag_len[m] += 1
     return True
 
@@ -268,24 +271,25 @@ def _flush_rcaches(S, d):
 
 @njit(cache=True, inline="always")
 def alloc_iova_fast(S, d, cpu, size, limit_pfn, flush_rcache):
-    """alloc_iova_fast(): rcache first, then the tree, then flush and retry.
-    Without an rcache (P_MAG_SIZE = 0: before v4.7) only the tree."""
+    """alloc_iova_fast(): rcache first, then the tree, then flush and retry;
+    (node, pfn_lo) or (-1, 0). Without an rcache (P_MAG_SIZE = 0: before
+    v4.7) only the tree."""
     if size < (1 << (L.IOVA_RANGE_CACHE_MAX_SIZE - 1)):
         size = 1 << bits.order_base_2(size)
     if S.P[L.P_MAG_SIZE]:
-        n = _rcache_get(S, d, cpu, size, limit_pfn + 1)
+        n, lo = _rcache_get(S, d, cpu, size, limit_pfn + 1)
         if n != -1:
             S.C[L.C_IOVA_RCACHE_HITS] += 1
-            return n
+            return n, lo
     else:
         flush_rcache = False
     while True:
         n = alloc_iova(S, d, size, limit_pfn)
         if n != -1:
             S.C[L.C_IOVA_TREE_ALLOCS] += 1
-            return n
+            return n, S.nodes[n, LO]
         if not flush_rcache:
-            return -1
+            return -1, 0
         flush_rcache = False
         S.C[L.C_IOVA_RCACHE_FLUSHES] += 1
         _flush_rcaches(S, d)
@@ -293,23 +297,24 @@ def alloc_iova_fast(S, d, cpu, size, limit_pfn, flush_rcache):
 
 @njit(cache=True, inline="always")
 def dma_alloc_iova(S, d, cpu, pages):
-    """iommu_dma_alloc_iova(): 32-bit window first for PCI devices; node or -1."""
+    """iommu_dma_alloc_iova(): 32-bit window first for PCI devices; (node,
+    pfn_lo) or (-1, 0)."""
     if pages < (1 << (L.IOVA_RANGE_CACHE_MAX_SIZE - 1)):
         pages = 1 << bits.order_base_2(pages)
     limit = S.P[L.P_DMA_LIMIT_PFN]
     if limit > S.P[L.P_DMA32_PFN] - 1 and S.D[d, L.D_PCI32]:
-        n = alloc_iova_fast(S, d, cpu, pages, S.P[L.P_DMA32_PFN] - 1, False)
+        n, lo = alloc_iova_fast(S, d, cpu, pages, S.P[L.P_DMA32_PFN] - 1, False)
         if n != -1:
             S.C[L.C_IOVA_ALLOCS] += 1
-            return n
+            return n, lo
         S.D[d, L.D_PCI32] = 0
         S.C[L.C_IOVA_32BIT_FALLBACKS] += 1
-    n = alloc_iova_fast(S, d, cpu, pages, limit, True)
+    n, lo = alloc_iova_fast(S, d, cpu, pages, limit, True)
     if n == -1:
         S.C[L.C_IOVA_ALLOC_FAILURES] += 1
     else:
         S.C[L.C_IOVA_ALLOCS] += 1
-    return n
+    return n, lo
 
 
 @njit(cache=True, inline="always")

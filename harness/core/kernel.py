@@ -8,11 +8,9 @@ pool needs growing (the caller grows it and resumes) or on bad input.
 """
 
 import numpy as np
-from numba import njit
-
+from harness.core.compiled import njit
 from harness.core import checks, flush, iotlb, iova, pagetable, pages, timers, translate
 from harness.core import layout as L
-from harness.core.borrow import borrow, borrowed
 from harness.vendors import hw
 from harness.trace import schema as ts
 
@@ -138,12 +136,12 @@ def _dma_iova(S, d, cpu, h, iova_rec, off, length):
     allocation fails or the map is rejected."""
     gs = S.P[L.P_GRANULE_SHIFT]
     if iova_rec == 0:
-        n = iova.dma_alloc_iova(S, d, cpu, length >> gs)
+        n, lo = iova.dma_alloc_iova(S, d, cpu, length >> gs)
         if n == -1:
             return -1
         S.H[h, L.H_NODE] = n
         S.H[h, L.H_PAGES] = length >> gs
-        return S.nodes[n, iova.LO] << gs
+        return lo << gs
     base = iova_rec - off
     if (iova_rec & ((1 << gs) - 1)) != off or (base + length - 1) >> 12 > S.P[L.P_APERTURE_PFN]:
         S.C[L.C_MAP_REJECTED] += 1  # misaligned, or beyond the aperture (-EFAULT)
@@ -368,6 +366,40 @@ def _access(S, d, h, iova_abs, offset, size):
     return L.ST_DONE
 
 
+@njit(cache=True)
+def _access_run(S, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flags, i, dev, d):
+    """Rows i.. while they are valid accesses by device dev (domain d, set
+    up) with no timer due: a device's stream of DMA without run_batch's
+    per-event dispatch. Accesses allocate nothing, so no pool can run low.
+    Returns (status, first row not taken); run_batch takes that row."""
+    ncpu = S.P[L.P_NCPU]
+    nh = S.H.shape[0]
+    nxt = S.G[L.G_NEXT_TIMER]
+    last = S.G[L.G_LAST_TS]
+    n = len(op)
+    st = L.ST_DONE
+    start = i
+    while i < n:
+        u = np.uint64(i)
+        t = np.int64(ts_[u])
+        if op[u] != ts.OP_ACCESS or device[u] != dev or t >= nxt:
+            break
+        if checks.check(ts_, op, cpu, handle, iova_, paddr, size, offset, flags, i, last, ncpu) >= 0:
+            break
+        h = np.int64(handle[u])
+        if h != NO_HANDLE and h >= nh:
+            break
+        last = t
+        st = _access(S, d, h, np.int64(iova_[u]), np.int64(offset[u]), np.int64(size[u]))
+        if st != L.ST_DONE:
+            break
+        i += 1
+    S.G[L.G_NOW] = last
+    S.G[L.G_LAST_TS] = last
+    S.C[L.C_EVENTS] += i - start + (st != L.ST_DONE)
+    return st, i
+
+
 @njit(cache=True, inline="always")
 def _tables_needed(S, length):
     """Upper bound on tables one map (and its superpage switches) allocates."""
@@ -378,30 +410,29 @@ def _tables_needed(S, length):
 
 
 @njit(cache=True)
-def run_batch(S0, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flags, start,
+def run_batch(S, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flags, start,
               dev_keys, dev_dom):
     """Process rows start.. of a batch; returns (status, row). Each row is
     checked against the trace contract first; devices map to domains through
     the sorted dev_keys/dev_dom (a new device stops the loop)."""
-    S = borrowed(S0)
-    ts_, op, cpu, device, handle = borrow(ts_), borrow(op), borrow(cpu), borrow(device), borrow(handle)
-    iova_, paddr, size, offset, flags = borrow(iova_), borrow(paddr), borrow(size), borrow(offset), borrow(flags)
     ncpu = S.P[L.P_NCPU]
     last_dev = np.int64(-1)
     d = -1
     gsize = 1 << S.P[L.P_GRANULE_SHIFT]
+    passthrough = S.P[L.P_FLUSH] == L.FLUSH_PASSTHROUGH
     i = start
     while i < len(op):
         bad = checks.check(ts_, op, cpu, handle, iova_, paddr, size, offset, flags, i,
                            S.G[L.G_LAST_TS], ncpu)
         if bad >= 0:
             return L.ST_BAD + bad, i
-        o = op[i]
+        u = np.uint64(i)  # unsigned: no negative-index wraparound per column read
+        o = op[u]
         e = i  # last row of the event: a scatterlist spans rows i..e
         need = 1
         if o == OP_MAP:
-            need = _tables_needed(S, size[i] + gsize)
-            if flags[i] & FLAG_SG_MORE:
+            need = _tables_needed(S, size[u] + gsize)
+            if flags[u] & FLAG_SG_MORE:
                 e, bad = checks.sg_end(ts_, op, cpu, device, handle, iova_, size, flags, i)
                 if bad >= 0:
                     return L.ST_BAD + bad, e
@@ -411,13 +442,13 @@ def run_batch(S0, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flag
                     if bad >= 0:
                         return L.ST_BAD + bad, j
                     need += _tables_needed(S, size[j] + gsize)
-        if np.int64(device[i]) != last_dev:
-            k = np.searchsorted(dev_keys, device[i])
-            if k == len(dev_keys) or dev_keys[k] != device[i]:
+        if np.int64(device[u]) != last_dev:
+            k = np.searchsorted(dev_keys, device[u])
+            if k == len(dev_keys) or dev_keys[k] != device[u]:
                 return L.ST_NEW_DEVICE, i
-            last_dev = np.int64(device[i])
+            last_dev = np.int64(device[u])
             d = dev_dom[k]
-        if handle[i] != NO_HANDLE and handle[i] >= S.H.shape[0]:
+        if handle[u] != NO_HANDLE and handle[u] >= S.H.shape[0]:
             return L.ST_GROW_HANDLES, i
         if S.D[d, L.D_READY] == 0:
             need += S.P[L.P_INIT_TABLES] * S.P[L.P_HW_DOMAINS]
@@ -426,7 +457,7 @@ def run_batch(S0, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flag
         if (S.G[L.G_PT_FREE] < need + S.P[L.P_LEVELS] or S.G[L.G_NODE_FREE] < 4
                 or S.G[L.G_MAG_FREE] < S.P[L.P_MAG_MARGIN]):
             return L.ST_GROW, i
-        t = np.int64(ts_[i])
+        t = np.int64(ts_[u])
         if t >= S.G[L.G_NEXT_TIMER]:
             _fire_timers(S, t)
         S.G[L.G_NOW] = t
@@ -434,10 +465,10 @@ def run_batch(S0, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flag
         if S.D[d, L.D_READY] == 0:
             _init_domains(S, d)
         S.C[L.C_EVENTS] += e - i + 1
-        h = np.int64(handle[i])
-        c = np.int64(cpu[i])
-        f = np.int64(flags[i])
-        if S.P[L.P_FLUSH] == L.FLUSH_PASSTHROUGH:
+        h = np.int64(handle[u])
+        c = np.int64(cpu[u])
+        f = np.int64(flags[u])
+        if passthrough:
             total = np.int64(0)
             for j in range(i, e + 1):
                 total += np.int64(size[j])
@@ -447,12 +478,18 @@ def run_batch(S0, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flag
         elif e > i:
             st = _map_sg(S, d, c, h, i, e, iova_, paddr, size, f)
         elif o == OP_MAP:
-            st = _map(S, d, c, h, np.int64(iova_[i]), np.int64(paddr[i]), np.int64(size[i]), f)
+            st = _map(S, d, c, h, np.int64(iova_[u]), np.int64(paddr[u]), np.int64(size[u]), f)
         elif o == OP_UNMAP:
-            st = _unmap(S, d, c, h, np.int64(size[i]))
+            st = _unmap(S, d, c, h, np.int64(size[u]))
         else:
-            st = _access(S, d, h, np.int64(iova_[i]), np.int64(offset[i]), np.int64(size[i]))
+            st = _access(S, d, h, np.int64(iova_[u]), np.int64(offset[u]), np.int64(size[u]))
         if st != L.ST_DONE:
             return st, i
         i = e + 1
+        if (o == ts.OP_ACCESS and not passthrough and i + 1 < len(op)
+                and op[i] == ts.OP_ACCESS and op[i + 1] == ts.OP_ACCESS):
+            st, i = _access_run(S, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flags, i,
+                                device[i - 1], d)
+            if st != L.ST_DONE:
+                return st, i
     return L.ST_DONE, len(op)

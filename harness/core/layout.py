@@ -100,6 +100,7 @@ G_CHARGED = 8          # bytes charged to the memory cgroup
 G_PT_LIVE = 9          # page-table allocations not freed
 G_IOTLB_ORDERS = 10    # bit o set: the IOTLB holds entries of 2^o 4 KiB pages
 G_CACHE_RNG = 11       # splitmix64 state of random replacement
+G_UTLB_ORDERS = 12     # bit o set: a micro-TLB has held an entry of 2^o 4 KiB pages
 G_LAST_TS = 14         # timestamp of the last event processed
 G_RNG = 15             # splitmix64 state of the memory-pressure model
 G_IOTLB_CNT = 16       # + o: live IOTLB entries of order o

@@ -23,8 +23,7 @@ Model encoding: pt[t, i] is 0 (not present), -(order + 1) for a leaf of 2^order
 4 KiB pages, or the slot of the next-level table. Slot 0 is never used.
 """
 
-from numba import njit
-
+from harness.core.compiled import njit
 from harness.core import bits
 from harness.core import layout as L
 from harness.core import pages
@@ -304,28 +303,29 @@ def _clear_range(S, d, start_pfn, last_pfn, fl):
 
 
 @njit(cache=True, inline="always")
-def leaf_span(S, d, pfn):
-    """pfn_to_dma_pte() with target level 0: 4 KiB pages of the entry where the
-    walk stops (a leaf's page, or the span of a non-present entry)."""
-    t = S.D[d, L.D_ROOT]
-    for level in range(S.D[d, L.D_LEVELS], 0, -1):
-        e = S.pt[t, _idx(S, pfn, level)]
-        if e < 0:
-            return 1 << (-e - 1)
-        if e == 0:
-            return span(S, level)
-        t = e
-    return 1
-
-
-@njit(cache=True, inline="always")
 def unmap_pages(S, d, iova, size, fl):
     """intel_iommu_unmap() (and iommu_v1_unmap_pages: a page is unmapped
-    whole): returns the (possibly widened) size unmapped."""
-    lsize = leaf_span(S, d, iova >> 12) << 12
-    if size < lsize:
-        size = lsize
-    _clear_range(S, d, iova >> 12, (iova + size - 1) >> 12, fl)
+    whole): returns the (possibly widened) size unmapped. The size widens to
+    the entry where pfn_to_dma_pte() with target level 0 stops (a leaf's
+    page, or the span of a non-present entry)."""
+    pfn = iova >> 12
+    t = S.D[d, L.D_ROOT]
+    lpages, stop = 1, 1
+    for level in range(S.D[d, L.D_LEVELS], 0, -1):
+        e = S.pt[t, _idx(S, pfn, level)]
+        if e <= 0:
+            lpages = 1 << (-e - 1) if e < 0 else span(S, level)
+            stop = level
+            break
+        t = e
+    size = max(size, lpages << 12)
+    last = (iova + size - 1) >> 12
+    tspan = S.P[L.P_LVL_PSHIFT + 2]
+    if stop == 1 and last - pfn < (1 << tspan) - 1 and pfn >> tspan == last >> tspan:
+        # _clear_range()'s first case, in the level-1 table the walk reached
+        S.pt[t, _idx(S, pfn, 1):_idx(S, last, 1) + 1] = 0
+    else:
+        _clear_range(S, d, pfn, last, fl)
     return size
 
 

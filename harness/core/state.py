@@ -49,7 +49,7 @@ def new(P, ncpu, resv, grid=()):
         pt_bytes=np.zeros(pt_cap, np.int64), pt_charged=np.zeros(pt_cap, np.int64),
         pt_free=_stack(pt_cap, 1),
         nodes=np.zeros((node_cap, 4), np.int64), node_free=_stack(node_cap),
-        mags=np.zeros((mag_cap, P[L.P_MAG_SIZE]), np.int64),
+        mags=np.zeros((mag_cap, P[L.P_MAG_SIZE], 2), np.int64),  # (node, pfn_lo)
         mag_len=np.zeros(mag_cap, np.int64), mag_next=np.full(mag_cap, -1, np.int64),
         mag_free=_stack(mag_cap),
         rc=np.zeros((0, ncpu, L.IOVA_RANGE_CACHE_MAX_SIZE, 2), np.int64),

@@ -5,8 +5,7 @@ event loop pays one comparison per event. Like mod_timer()/schedule_delayed_
 work(), arming a timer that is already pending does nothing.
 """
 
-from numba import njit
-
+from harness.core.compiled import njit
 from harness.core import layout as L
 
 

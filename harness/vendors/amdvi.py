@@ -17,8 +17,7 @@ domain_flush_np_cache), and strict mode is forced (init.c iommu_init_pci:
 own tail-register write, which traps under virtualization.
 """
 
-from numba import njit
-
+from harness.core.compiled import njit
 from harness.core import bits, iotlb
 from harness.core import layout as L
 from harness.errors import HarnessError
@@ -39,7 +38,7 @@ def _queue(S, n):
         S.C[L.C_INV_TRAPS] += n
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _flush_pages(S, d, address, size):
     """__domain_flush_pages(): build_inv_address() then the commands."""
     if (address & 4095) + size <= 4096:  # iommu_num_pages() == 1
@@ -56,7 +55,7 @@ def _flush_pages(S, d, address, size):
     _queue(S, 1 + iotlb.dev_command(S))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def flush_pages(S, d, start, end):
     """amd_iommu_domain_flush_pages(domain, start, size) + COMPLETION_WAIT."""
     address = start

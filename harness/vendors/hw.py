@@ -2,8 +2,7 @@
 family the run's model belongs to (P_FAMILY). Vendor differences are data the
 compiled loop switches on; each family module encodes its own commands."""
 
-from numba import njit
-
+from harness.core.compiled import njit
 from harness.core import layout as L
 from harness.vendors import amdvi, s390, smmuv3, vtd
 

@@ -17,8 +17,7 @@ intercepted; such devices also get shadow_on_flush, i.e. the single flush
 queue (lazy-single).
 """
 
-from numba import njit
-
+from harness.core.compiled import njit
 from harness.core import iotlb
 from harness.core import layout as L
 from harness.vendors import common
@@ -34,7 +33,7 @@ def _rpcit(S):
         S.C[L.C_INV_TRAPS] += 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def refresh(S, d, start, end):
     """zpci_refresh_trans() of [start, end]."""
     iotlb.range_command(S, d, start >> 12, ((end | 4095) - (start & ~4095) + 1) >> 12, True)

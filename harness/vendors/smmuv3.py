@@ -21,8 +21,7 @@ most 16 entries into the next (arm_64_lpae_alloc_pgtable_s2). A per-device micro
 device-interface uTLB) sits in front of the main TLB.
 """
 
-from numba import njit
-
+from harness.core.compiled import njit
 from harness.core import bits, iotlb
 from harness.core import layout as L
 from harness.errors import HarnessError
@@ -51,7 +50,7 @@ def _atc_inv(S):
         _submit(S, 1)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def tlb_inv_range(S, d, start, end, granule, leaf):
     """arm_smmu_tlb_inv_range_domain(iova, size, granule, leaf)."""
     size = end - start + 1

@@ -16,8 +16,7 @@ page-table page was freed, so paging-structure caches survive a PSI (VT-d
 spec 6.5.2.3). In caching mode (a virtual IOMMU) every submission traps.
 """
 
-from numba import njit
-
+from harness.core.compiled import njit
 from harness.core import bits, iotlb
 from harness.core import layout as L
 from harness.errors import HarnessError
