@@ -119,9 +119,10 @@ def fill(S, d, pfn, o):
     s = (pfn >> o) & (sets - 1)
     w, evicted = cache.fill(S.tlb_tag, S.tlb_dom, S.tlb_stamp, s, S.tlb_tag.shape[1], _tag(o, pfn), d,
                             S.G, S.P[L.P_IOTLB_POLICY])
-    if evicted != -1:
-        _count(S, evicted & 63, -1)
-    _count(S, o, 1)
+    if evicted == -1 or evicted & 63 != o:  # an entry of the same size: counts unchanged
+        if evicted != -1:
+            _count(S, evicted & 63, -1)
+        _count(S, o, 1)
     S.tlb_stale[s, w] = 0
     if S.P[L.P_UTLB_ENTRIES]:
         _utlb_fill(S, d, pfn, o, False)
