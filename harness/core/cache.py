@@ -18,12 +18,19 @@ from harness.core.pages import splitmix64
 @njit(cache=True, inline="always")
 def lookup(tag, dom, stamp, s, ways, t, d, G, policy):
     """Way holding (tag t, domain d) in row s (ways wide), or -1; LRU stamps
-    the way as most recent. The scan has no early exit: a hit at a varying
-    way would mispredict it. Scanned downwards, so the lowest matching way
-    wins as with an early exit, with a select per way and no branch."""
+    the way as most recent. A set of a few ways is scanned without an early
+    exit, whose branch a hit at a varying way would mispredict: downwards, so
+    the lowest matching way wins, a select per way. A wide set (a fully
+    associative cache) stops at the hit."""
     hit = -1
-    for w in range(ways - 1, -1, -1):
-        hit = w if (tag[s, w] == t) & (dom[s, w] == d) else hit
+    if ways <= 16:
+        for w in range(ways - 1, -1, -1):
+            hit = w if (tag[s, w] == t) & (dom[s, w] == d) else hit
+    else:
+        for w in range(ways):
+            if tag[s, w] == t and dom[s, w] == d:
+                hit = w
+                break
     if hit >= 0 and policy == L.POLICY_LRU:
         G[L.G_CLOCK] += 1
         stamp[s, hit] = G[L.G_CLOCK]

@@ -1,6 +1,5 @@
 """The trace contract, checked per event inside the compiled loop."""
 
-import numpy as np
 from harness.core.compiled import njit
 from harness.trace import schema as ts
 
@@ -36,9 +35,7 @@ SG_UNSUPPORTED, SG_BROKEN, SG_IOVA, SG_SIZE = 13, 14, 15, 16
 @njit(cache=True, inline="always")
 def check(ts_, op, cpu, handle, iova, paddr, size, offset, flags, i, last_ts, ncpu):
     """Index into CHECKS of the first rule row i breaks, or -1. The uint64
-    columns arrive as int64 views: values of 2^63 and above are negative.
-    Rows are indexed unsigned: no negative-index wraparound per column."""
-    i = np.uint64(i)
+    columns arrive as int64 views: values of 2^63 and above are negative."""
     if op[i] > ts.OP_ACCESS:
         return 0
     if size[i] == 0:

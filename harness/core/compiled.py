@@ -11,9 +11,10 @@ compare, add and select per dimension that LLVM rarely proves away (a set
 index `pfn & (sets - 1)`, a way, a level). The kernels index only with
 non-negative values (rows, slots, ways, levels; -1 sentinels are tested
 before use), so for functions of harness.core and harness.vendors the select
-is dropped. Literal indices such as a[-1] keep their meaning, and numba code
-outside these packages compiles as before. Bounds stay unchecked, as is
-numba's default. Imported by harness.core before any kernel compiles.
+is dropped: a negative index there, even a literal a[-1], reads before the
+array. Numba code outside these packages compiles as before. Bounds stay
+unchecked, as is numba's default. Imported by harness.core before any
+kernel compiles.
 """
 
 import numba
@@ -29,8 +30,7 @@ def njit(*args, **options):
 
 
 def _fix(context, builder, idxty, idx, size):
-    if (idxty.signed and not isinstance(idxty, types.IntegerLiteral)
-            and builder.function.name.startswith(_OURS)):
+    if idxty.signed and builder.function.name.startswith(_OURS):
         return context.cast(builder, idx, idxty, types.intp)
     return _fix_integer_index(context, builder, idxty, idx, size)
 

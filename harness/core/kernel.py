@@ -77,7 +77,7 @@ def _fire_timers(S, now):
     while True:
         t, d, f = timers.earliest(S)
         S.G[L.G_NEXT_TIMER] = t
-        if t > now:
+        if t > now or d < 0:  # d < 0: none armed (an event at or past NEVER)
             return
         S.G[L.G_NOW] = t
         if f == L.D_FQ_TIMER:
@@ -380,17 +380,16 @@ def _access_run(S, ts_, op, cpu, device, handle, iova_, paddr, size, offset, fla
     st = L.ST_DONE
     start = i
     while i < n:
-        u = np.uint64(i)
-        t = np.int64(ts_[u])
-        if op[u] != ts.OP_ACCESS or device[u] != dev or t >= nxt:
+        t = np.int64(ts_[i])
+        if op[i] != ts.OP_ACCESS or device[i] != dev or t >= nxt:
             break
         if checks.check(ts_, op, cpu, handle, iova_, paddr, size, offset, flags, i, last, ncpu) >= 0:
             break
-        h = np.int64(handle[u])
+        h = np.int64(handle[i])
         if h != NO_HANDLE and h >= nh:
             break
         last = t
-        st = _access(S, d, h, np.int64(iova_[u]), np.int64(offset[u]), np.int64(size[u]))
+        st = _access(S, d, h, np.int64(iova_[i]), np.int64(offset[i]), np.int64(size[i]))
         if st != L.ST_DONE:
             break
         i += 1
@@ -426,13 +425,12 @@ def run_batch(S, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flags
                            S.G[L.G_LAST_TS], ncpu)
         if bad >= 0:
             return L.ST_BAD + bad, i
-        u = np.uint64(i)  # unsigned: no negative-index wraparound per column read
-        o = op[u]
+        o = op[i]
         e = i  # last row of the event: a scatterlist spans rows i..e
         need = 1
         if o == OP_MAP:
-            need = _tables_needed(S, size[u] + gsize)
-            if flags[u] & FLAG_SG_MORE:
+            need = _tables_needed(S, size[i] + gsize)
+            if flags[i] & FLAG_SG_MORE:
                 e, bad = checks.sg_end(ts_, op, cpu, device, handle, iova_, size, flags, i)
                 if bad >= 0:
                     return L.ST_BAD + bad, e
@@ -442,13 +440,13 @@ def run_batch(S, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flags
                     if bad >= 0:
                         return L.ST_BAD + bad, j
                     need += _tables_needed(S, size[j] + gsize)
-        if np.int64(device[u]) != last_dev:
-            k = np.searchsorted(dev_keys, device[u])
-            if k == len(dev_keys) or dev_keys[k] != device[u]:
+        if np.int64(device[i]) != last_dev:
+            k = np.searchsorted(dev_keys, device[i])
+            if k == len(dev_keys) or dev_keys[k] != device[i]:
                 return L.ST_NEW_DEVICE, i
-            last_dev = np.int64(device[u])
+            last_dev = np.int64(device[i])
             d = dev_dom[k]
-        if handle[u] != NO_HANDLE and handle[u] >= S.H.shape[0]:
+        if handle[i] != NO_HANDLE and handle[i] >= S.H.shape[0]:
             return L.ST_GROW_HANDLES, i
         if S.D[d, L.D_READY] == 0:
             need += S.P[L.P_INIT_TABLES] * S.P[L.P_HW_DOMAINS]
@@ -457,7 +455,7 @@ def run_batch(S, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flags
         if (S.G[L.G_PT_FREE] < need + S.P[L.P_LEVELS] or S.G[L.G_NODE_FREE] < 4
                 or S.G[L.G_MAG_FREE] < S.P[L.P_MAG_MARGIN]):
             return L.ST_GROW, i
-        t = np.int64(ts_[u])
+        t = np.int64(ts_[i])
         if t >= S.G[L.G_NEXT_TIMER]:
             _fire_timers(S, t)
         S.G[L.G_NOW] = t
@@ -465,9 +463,9 @@ def run_batch(S, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flags
         if S.D[d, L.D_READY] == 0:
             _init_domains(S, d)
         S.C[L.C_EVENTS] += e - i + 1
-        h = np.int64(handle[u])
-        c = np.int64(cpu[u])
-        f = np.int64(flags[u])
+        h = np.int64(handle[i])
+        c = np.int64(cpu[i])
+        f = np.int64(flags[i])
         if passthrough:
             total = np.int64(0)
             for j in range(i, e + 1):
@@ -478,16 +476,16 @@ def run_batch(S, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flags
         elif e > i:
             st = _map_sg(S, d, c, h, i, e, iova_, paddr, size, f)
         elif o == OP_MAP:
-            st = _map(S, d, c, h, np.int64(iova_[u]), np.int64(paddr[u]), np.int64(size[u]), f)
+            st = _map(S, d, c, h, np.int64(iova_[i]), np.int64(paddr[i]), np.int64(size[i]), f)
         elif o == OP_UNMAP:
-            st = _unmap(S, d, c, h, np.int64(size[u]))
+            st = _unmap(S, d, c, h, np.int64(size[i]))
         else:
-            st = _access(S, d, h, np.int64(iova_[u]), np.int64(offset[u]), np.int64(size[u]))
+            st = _access(S, d, h, np.int64(iova_[i]), np.int64(offset[i]), np.int64(size[i]))
         if st != L.ST_DONE:
             return st, i
         i = e + 1
-        if (o == ts.OP_ACCESS and not passthrough and i + 1 < len(op)
-                and op[i] == ts.OP_ACCESS and op[i + 1] == ts.OP_ACCESS):
+        if (o == ts.OP_ACCESS and not passthrough and i + 1 < len(op) and op[i] == ts.OP_ACCESS
+                and op[i + 1] == ts.OP_ACCESS and device[i] == device[i - 1]):
             st, i = _access_run(S, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flags, i,
                                 device[i - 1], d)
             if st != L.ST_DONE:

@@ -262,17 +262,6 @@ def _clear_range(S, d, start_pfn, last_pfn, fl):
     (level, table, pfn, index) visiting entries in the kernel's order; what
     happens to a table the range covers is the format's (P_PT_UNMAP)."""
     top = S.D[d, L.D_LEVELS]
-    tspan = S.P[L.P_LVL_PSHIFT + 2]
-    if last_pfn - start_pfn < (1 << tspan) - 1 and start_pfn >> tspan == last_pfn >> tspan:
-        # Within one level-1 table and covering no whole entry above level 1:
-        # only level-1 PTEs are cleared (a superpage or hole clears nothing).
-        t = S.D[d, L.D_ROOT]
-        for level in range(top, 1, -1):
-            t = S.pt[t, _idx(S, start_pfn, level)]
-            if t <= 0:
-                return
-        S.pt[t, _idx(S, start_pfn, 1):_idx(S, last_pfn, 1) + 1] = 0
-        return
     policy = S.P[L.P_PT_UNMAP]
     st = S.stack
     st[0, 0], st[0, 1], st[0, 2], st[0, 3] = top, S.D[d, L.D_ROOT], start_pfn, _idx(S, start_pfn, top)
@@ -322,7 +311,8 @@ def unmap_pages(S, d, iova, size, fl):
     last = (iova + size - 1) >> 12
     tspan = S.P[L.P_LVL_PSHIFT + 2]
     if stop == 1 and last - pfn < (1 << tspan) - 1 and pfn >> tspan == last >> tspan:
-        # _clear_range()'s first case, in the level-1 table the walk reached
+        # within one level-1 table, covering no whole entry above level 1:
+        # only level-1 PTEs are cleared, in the table the walk reached
         S.pt[t, _idx(S, pfn, 1):_idx(S, last, 1) + 1] = 0
     else:
         _clear_range(S, d, pfn, last, fl)
