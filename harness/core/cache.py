@@ -10,6 +10,7 @@ number.
 """
 
 import numpy as np
+
 from harness.core.compiled import njit
 from harness.core import layout as L
 from harness.core.pages import splitmix64

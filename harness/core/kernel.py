@@ -8,6 +8,7 @@ pool needs growing (the caller grows it and resumes) or on bad input.
 """
 
 import numpy as np
+
 from harness.core.compiled import njit
 from harness.core import checks, flush, iotlb, iova, pagetable, pages, timers, translate
 from harness.core import layout as L

@@ -9,6 +9,7 @@ caller's memory cgroup (iommufd, v6.3 "Let iommufd charge IOPTE allocations").
 """
 
 import numpy as np
+
 from harness.core.compiled import njit
 from harness.core import layout as L
 

@@ -30,6 +30,7 @@ False and the caller runs those sizes separately.
 """
 
 import numpy as np
+
 from harness.core.compiled import njit
 from harness.core import bits, iotlb, pagetable
 from harness.core import layout as L
