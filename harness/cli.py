@@ -220,7 +220,7 @@ def run(
 
     spec = models.resolve(model, models_dir).with_overrides(set_)
     if not quiet and not kernel_cached():
-        err.print("compiling the simulation kernel (first run only, about two minutes)...")
+        err.print("compiling the simulation kernel (first run only, several minutes)...")
     if sizes:
         return _run_sizes(trace, spec, model, flush, gfp, set_, sizes, out_dir, quiet)
     with TraceReader(trace) as reader:
