@@ -92,7 +92,7 @@ def size_sweep(kind, options, model="intel-vtd-legacy", flush="strict"):
         CACHE.mkdir(parents=True, exist_ok=True)
         synth.generate(kind, path, seed=1, **options)
 
-    def fastest(f):
+    def best_of_3(f):
         best = None
         for _ in range(3):
             t = time.perf_counter()
@@ -105,8 +105,8 @@ def size_sweep(kind, options, model="intel-vtd-legacy", flush="strict"):
         specs = [models.resolve(model).with_overrides(
             [f"iotlb.entries={e}", f"iotlb.ways={e // sets if sets else 0}"]) for e in entries]
         with TraceReader(path) as r:
-            (grid, one_pass), t_grid = fastest(lambda: run_sizes(specs, flush, "atomic", r))
-            alone = [fastest(lambda: Simulator(sp, flush, "atomic", r.num_cpus).run(r)) for sp in specs]
+            (grid, one_pass), t_grid = best_of_3(lambda: run_sizes(specs, flush, "atomic", r))
+            alone = [best_of_3(lambda: Simulator(sp, flush, "atomic", r.num_cpus).run(r)) for sp in specs]
         same = one_pass and grid == [v for v, _ in alone]
         times = [t for _, t in alone]
         print(f"{kind:<11} {label:<13} {entries[0]:>5}..{entries[-1]:<6} {r.num_rows:>10,} {t_grid:>8.2f} "

@@ -34,5 +34,5 @@ from harness.core import compiled  # noqa: E402,F401 (before any kernel compiles
 
 def kernel_cached():
     """Whether the compiled event loop is already in the cache (else the first
-    run compiles it, which takes about two minutes)."""
+    run compiles it, which takes several minutes)."""
     return any(Path(numba.config.CACHE_DIR).glob("*/kernel.run_batch-*.nbi"))
