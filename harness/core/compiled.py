@@ -64,6 +64,9 @@ class _SharedMemoCopy:
     def deepcopy(self, x, memo=None):
         return copy.deepcopy(x, self.memo if memo is None else memo)
 
+    def __getattr__(self, name):  # the rest of the module, should numba use more of it
+        return getattr(copy, name)
+
 
 def _one_memo(inline_ir):
     @functools.wraps(inline_ir)

@@ -101,10 +101,14 @@ G_PT_LIVE = 9          # page-table allocations not freed
 G_IOTLB_ORDERS = 10    # bit o set: the IOTLB holds entries of 2^o 4 KiB pages
 G_CACHE_RNG = 11       # splitmix64 state of random replacement
 G_UTLB_ORDERS = 12     # bit o set: a micro-TLB has held an entry of 2^o 4 KiB pages
+G_L1_USED = 13         # 1 when a level-1 table is remembered (pagetable.py)
 G_LAST_TS = 14         # timestamp of the last event processed
 G_RNG = 15             # splitmix64 state of the memory-pressure model
 G_IOTLB_CNT = 16       # + o: live IOTLB entries of order o
-NUM_GLOBALS = 16 + 52
+L1_MEMO = 64           # remembered level-1 tables, direct-mapped by pagetable._l1_key()
+G_L1_KEY = 16 + 52     # + k: key of remembered table k, 0 for none
+G_L1_TABLE = G_L1_KEY + L1_MEMO  # + k: its slot
+NUM_GLOBALS = G_L1_TABLE + L1_MEMO
 
 NEVER = 1 << 62        # timer not armed; also the IOVA anchor pfn
 

@@ -66,6 +66,9 @@ def atomic_fails(S, size):
 
 @njit(cache=True, inline="always")
 def _release_slot(S, t):
+    if S.G[L.G_L1_USED]:  # the slot may be a remembered level-1 table
+        S.G[L.G_L1_USED] = 0
+        S.G[L.G_L1_KEY:L.G_L1_KEY + L.L1_MEMO] = 0
     S.pt_free[S.G[L.G_PT_FREE]] = t
     S.G[L.G_PT_FREE] += 1
 

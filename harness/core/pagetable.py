@@ -21,6 +21,13 @@ from iommu_pgsize() (drivers/iommu/iommu.c).
 
 Model encoding: pt[t, i] is 0 (not present), -(order + 1) for a leaf of 2^order
 4 KiB pages, or the slot of the next-level table. Slot 0 is never used.
+
+Level-1 tables that walks reached are remembered (G_L1_KEY, G_L1_TABLE: a
+direct-mapped memo of L1_MEMO tables), so later walks of a map, an access or
+an unmap in the same table skip the upper levels. Tables stay where they are
+until a slot is released (pages._release_slot), which forgets them all: an
+entry above a level-1 table changes only when that table goes. It saves the
+simulator work; what a walk counts is the model's and does not change.
 """
 
 from harness.core.compiled import njit
@@ -70,11 +77,38 @@ def iommu_pgsize(bitmap, iova, paddr, size):
 
 
 @njit(cache=True, inline="always")
+def _l1_key(S, d, pfn):
+    """(Key of the level-1 table holding pfn's PTE in domain d (never 0), its
+    place in the memo)."""
+    k = pfn >> S.P[L.P_LVL_PSHIFT + 2]
+    return ((d << 44) | k) + 1, (k + d) & (L.L1_MEMO - 1)
+
+
+@njit(cache=True, inline="always")
+def _remembered(S, d, pfn):
+    """The remembered level-1 table holding pfn's PTE, or -1."""
+    key, k = _l1_key(S, d, pfn)
+    return S.G[L.G_L1_TABLE + k] if S.G[L.G_L1_KEY + k] == key else -1
+
+
+@njit(cache=True, inline="always")
+def _remember(S, d, pfn, t):
+    key, k = _l1_key(S, d, pfn)
+    S.G[L.G_L1_KEY + k] = key
+    S.G[L.G_L1_TABLE + k] = t
+    S.G[L.G_L1_USED] = 1
+
+
+@njit(cache=True, inline="always")
 def _descend(S, d, pfn, target, gfp, charge):
     """pfn_to_dma_pte() with a target level: the table holding pfn's entry at
     that level, allocating missing tables; -1 if a leaf is in the way, -2 if
     an allocation fails (a charge over the memory-cgroup limit, or a GFP_ATOMIC
     table under memory pressure)."""
+    if target == 1:
+        t = _remembered(S, d, pfn)
+        if t >= 0:
+            return t
     t = S.D[d, L.D_ROOT]
     for level in range(S.D[d, L.D_LEVELS], target, -1):
         i = _idx(S, pfn, level)
@@ -90,6 +124,8 @@ def _descend(S, d, pfn, target, gfp, charge):
                 return -2
             e = pages.alloc(S, gfp, charge, level - 1)
             S.pt[t, i] = e
+        if level == 2:
+            _remember(S, d, pfn, e)
         t = e
     return t
 
@@ -298,15 +334,22 @@ def unmap_pages(S, d, iova, size, fl):
     the entry where pfn_to_dma_pte() with target level 0 stops (a leaf's
     page, or the span of a non-present entry)."""
     pfn = iova >> 12
-    t = S.D[d, L.D_ROOT]
     lpages, stop = 1, 1
-    for level in range(S.D[d, L.D_LEVELS], 0, -1):
-        e = S.pt[t, _idx(S, pfn, level)]
-        if e <= 0:
-            lpages = 1 << (-e - 1) if e < 0 else span(S, level)
-            stop = level
-            break
-        t = e
+    t = _remembered(S, d, pfn)
+    if t >= 0:
+        e = S.pt[t, _idx(S, pfn, 1)]
+        lpages = 1 << (-e - 1) if e < 0 else span(S, 1)
+    else:
+        t = S.D[d, L.D_ROOT]
+        for level in range(S.D[d, L.D_LEVELS], 0, -1):
+            e = S.pt[t, _idx(S, pfn, level)]
+            if e <= 0:
+                lpages = 1 << (-e - 1) if e < 0 else span(S, level)
+                stop = level
+                break
+            if level == 2:
+                _remember(S, d, pfn, e)
+            t = e
     size = max(size, lpages << 12)
     last = (iova + size - 1) >> 12
     tspan = S.P[L.P_LVL_PSHIFT + 2]
@@ -323,6 +366,10 @@ def unmap_pages(S, d, iova, size, fl):
 def walk(S, d, pfn):
     """Hardware page walk: (stop level, leaf order + 1, or 0 when not present
     or beyond what the domain's levels translate)."""
+    t = _remembered(S, d, pfn)
+    if t >= 0:  # level-1 entries are leaves or not present
+        e = S.pt[t, _idx(S, pfn, 1)]
+        return 1, -e if e < 0 else 0
     top = S.D[d, L.D_LEVELS]
     if pfn >> S.P[L.P_LVL_PSHIFT + top] >= S.P[L.P_LVL_ENTRIES + top]:
         return top, 0
@@ -333,5 +380,7 @@ def walk(S, d, pfn):
             return level, 0
         if e < 0:
             return level, -e
+        if level == 2:
+            _remember(S, d, pfn, e)
         t = e
     return 1, 0
