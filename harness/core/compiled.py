@@ -16,20 +16,27 @@ is dropped: a negative index there, even a literal a[-1], reads before the
 array. Numba code outside these packages compiles as before. Bounds stay
 unchecked, as is numba's default.
 
-Inlining (inline="always") copies the callee's IR block by block
-(InlineWorker.inline_ir, numba 0.68), each block with a fresh deepcopy memo,
-so every block drags along its own copy of the function's whole variable
-scope: blocks x variables per inlined call, and the event loop inlines
-functions that have inlined others. One memo per inline_ir call copies the
-scope once and shares it among the callee's blocks, as the original IR does.
+Inlining (inline="always") copies the callee's IR block by block, twice
+(InlineWorker.inline_ir, numba 0.68: a working copy and the one it returns),
+each block with a fresh deepcopy memo, so every block drags along its own
+copy of the function's whole variable scope: blocks x variables per inlined
+call, and the event loop inlines functions that have inlined others. One
+memo per inline_ir call copies the scope once per copy and shares it among
+the callee's blocks, as the original IR does. That holds for any numba code
+in the process: the copies are equal to numba's own.
 And every inlined call runs the callee's untyped pipeline again
-(InlineWorker.run_untyped_passes), with its own inlining, though the IR it
-yields depends only on the function and the compile flags and inline_ir
-never changes it: it is kept per (function, flags, typing and target
+(InlineWorker.run_untyped_passes from inline_function, enable_ssa False),
+with its own inlining, though the IR depends only on the function and the
+compile flags and inline_ir copies it before changing it. For functions of
+the harness that IR is kept per (function, flags, typing and target
 context), the call's one side effect on the caller's flags (enable_ssa)
-kept too. On the build machine the shared memo took the first compile from
-7 min 52 s to 4 min 1 s, and keeping the untyped IR took another tenth off
-(277 s to 251 s, two compiles side by side).
+kept too; numba's overload inlining (typing/templates.py, enable_ssa True)
+changes the IR it gets and is left alone. The kernels' globals are not
+rebound at run time, which a kept IR would not see. On the build machine
+the shared memo took the first compile from 7 min 52 s to 4 min 1 s, and
+keeping the untyped IR took another tenth off (277 s to 251 s, two compiles
+side by side). pyproject.toml pins numba to 0.68.x: these hooks follow its
+internals.
 
 Imported by harness.core before any kernel compiles.
 """
@@ -85,7 +92,7 @@ def _keep_untyped(run_untyped_passes):
 
     @functools.wraps(run_untyped_passes)
     def wrapped(self, func, enable_ssa=False):
-        if self.locals:
+        if enable_ssa or self.locals or not func.__module__.startswith("harness."):
             return run_untyped_passes(self, func, enable_ssa)
         self.flags.enable_ssa = enable_ssa
         key = (func, id(self.typingctx), id(self.targetctx), repr(sorted(self.flags.values().items())))

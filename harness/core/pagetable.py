@@ -367,7 +367,7 @@ def walk(S, d, pfn):
     """Hardware page walk: (stop level, leaf order + 1, or 0 when not present
     or beyond what the domain's levels translate)."""
     t = _remembered(S, d, pfn)
-    if t >= 0:  # level-1 entries are leaves or not present
+    if t >= 0:  # remembered tables lie within reach; level-1 entries are leaves or absent
         e = S.pt[t, _idx(S, pfn, 1)]
         return 1, -e if e < 0 else 0
     top = S.D[d, L.D_LEVELS]
