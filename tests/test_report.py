@@ -14,6 +14,9 @@ from harness.sweep import runner, spec as sweep_spec
 
 from conftest import mp, um, write_trace
 
+# one test process installs and runs chromium
+pytestmark = pytest.mark.xdist_group("chromium")
+
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
