@@ -19,13 +19,13 @@ install: $(STAMP)
 
 ASV := $(VENV)/bin/asv
 
-# Tests run on JOBS processes; the kernel is compiled (and cached) first, once,
+# Tests run on TEST_JOBS processes; the kernel is compiled (and cached) first, once,
 # rather than by every process that needs it at the same time.
-JOBS ?= 2
+TEST_JOBS ?= 2
 
 test: $(STAMP)
 	$(CLI) run traces/samples/nic-rx.arrow > /dev/null
-	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadgroup
 	$(ASV) machine --yes > /dev/null
 	$(ASV) check --python=same
 	$(ASV) run --python=same --quick --dry-run --show-stderr > .asv-quick.log 2>&1 || (cat .asv-quick.log; exit 1)

@@ -13,11 +13,10 @@ run per size. With --rss-events, the peak RSS of a run over a longer trace,
 measured in a child process: anonymous memory (what the run allocates) and
 the total with the trace's memory-mapped page cache.
 
-How fast a trace's memory-mapped pages read depends on how they came into
-the page cache: on the build machine the same trace ran 10-25% slower read
-back from disk (large folios) than as the writer left it. The traces are
-therefore measured in a stated state: written by this run (default), or
-written, dropped from the page cache and read back (--page-cache disk).
+The traces are written by the run and measured as the writer left them
+in the page cache (default), or, with --page-cache disk, after dropping
+them from it and faulting them back in. On the build machine a trace read
+back from disk ran from as fast to a quarter slower, varying by hour.
 """
 
 import argparse
@@ -40,23 +39,25 @@ _made = set()
 
 
 def _trace(path, make):
-    """path, made by make(path) if missing, or once per process when the
-    page-cache state is set: "written" keeps the writer's pages, "disk"
-    drops them (after fsync: dirty pages stay) and faults the file back in
-    through a mapping, as a run of a trace not in the page cache does."""
+    """The trace at path, made by make(path). Without a page-cache state an
+    existing file is reused. With one, the trace is written once per
+    process and flushed to disk (so no writeback runs during the timed
+    runs); for "disk" its pages are then dropped from the page cache and
+    faulted back in through a mapping, as in a run of a trace read from disk."""
     state = PAGE_CACHE["state"]
     if path in _made or (state is None and path.exists()):
         return path
     CACHE.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
     make(path)
-    if state == "disk":
+    if state is not None:
         fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            if state == "disk":
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
+    if state == "disk":
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
             for k in range(0, len(m), mmap.PAGESIZE):  # faulted in as a run maps it
                 m[k]
@@ -211,8 +212,8 @@ def main():
     if args.sweep:
         sweep_speedup(args.sweep)
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
-    run(nic_trace(3000), "strict")  # load or compile the kernels
     PAGE_CACHE["state"] = args.page_cache
+    run(nic_trace(3000), "strict")  # load or compile the kernels
     path = nic_trace(args.events)
     print(f"traces written by this run; page cache: "
           f"{'as written' if args.page_cache == 'written' else 'dropped and read back from disk'}\n")
@@ -247,7 +248,7 @@ def main():
     for kind, options in (("nvme", dict(ios=40_000)), ("vfio-guest", dict(accesses=2_000_000))):
         size_sweep(kind, options)
     if args.rss_events:
-        PAGE_CACHE["state"] = None  # a large trace is reused: memory does not depend on it
+        PAGE_CACHE["state"] = None  # reused if present: peak RSS does not depend on the page-cache state
         big = nic_trace(args.rss_events)
         subprocess.run([sys.executable, "-m", "benchmarks.bench_throughput", "--child-run", str(big)],
                        check=True)
