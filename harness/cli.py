@@ -28,6 +28,7 @@ app.add_typer(models_app, name="models")
 
 out = Console()
 err = Console(stderr=True)
+_WHOLE = dict(soft_wrap=True, highlight=False, markup=False)  # paths printed unbroken, as they are
 
 
 def user_errors(fn):
@@ -49,7 +50,7 @@ def _synth_command(w):
         from harness.trace import synth
         output = kwargs.pop("output")
         n = synth.generate(w.kind, output, **kwargs)
-        out.print(f"wrote {n:,} events to {output}")
+        out.print(f"wrote {n:,} events to {output}", **_WHOLE)
 
     params = [inspect.Parameter("output", inspect.Parameter.KEYWORD_ONLY, annotation=Path,
                                 default=typer.Option(..., "-o", "--output", help="Trace file to write (.arrow)."))]
@@ -83,7 +84,7 @@ def _import_report(report, output):
         more = ", ..." if p["count"] > len(p["lines"]) else ""
         err.print(f"[yellow]warning:[/yellow] {p['count']:,} x {kind} (lines "
                   f"{', '.join(map(str, p['lines']))}{more})", highlight=False, soft_wrap=True)
-    out.print(f"wrote {report['rows']:,} events to {output}")
+    out.print(f"wrote {report['rows']:,} events to {output}", **_WHOLE)
 
 
 @import_app.command("ftrace")
@@ -246,7 +247,7 @@ def run(
     if out_dir:
         path = results.write_parquet(out_dir, results.row(cfg, values, view))
         if not quiet:
-            err.print(f"wrote {path}")
+            err.print(f"wrote {path}", **_WHOLE)
     if not quiet:
         out.print(_metrics_table(values, f"{trace.name}: {model}, flush {flush}, gfp {gfp}"))
         if view:
@@ -276,7 +277,7 @@ def _run_sizes(trace, spec, model, flush, gfp, set_, sizes, out_dir, quiet):
         for row in rows:
             path = results.write_parquet(out_dir, row)
             if not quiet:
-                err.print(f"wrote {path}")
+                err.print(f"wrote {path}", **_WHOLE)
     if quiet:
         return
     how = "one pass" if one_pass else "one run per size (the sizes diverged: a stale entry hit in some)"
@@ -330,7 +331,7 @@ def sweep(
     import polars as pl
     from harness.sweep import store
     failed = store.scan(out_dir).filter(pl.col("status") != "ok").select("run_key", "error").collect()
-    out.print(f"{len(manifest['runs'])} runs in {out_dir} ({len(failed)} failed)")
+    out.print(f"{len(manifest['runs'])} runs in {out_dir} ({len(failed)} failed)", **_WHOLE)
     for key, error in failed.iter_rows():
         err.print(f"[yellow]failed:[/yellow] {key}: {error}", highlight=False, soft_wrap=True)
 
@@ -387,7 +388,7 @@ def report(
 ):
     """One self-contained HTML file: plots and summary tables."""
     from harness.analysis import report as html_report
-    out.print(f"wrote {html_report.write(results_dir, output)}")
+    out.print(f"wrote {html_report.write(results_dir, output)}", **_WHOLE)
 
 
 @app.command()

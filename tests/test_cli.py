@@ -22,6 +22,15 @@ def nic(tmp_path_factory):
     return p
 
 
+def test_paths_print_unbroken_and_as_they_are(tmp_path):
+    p = tmp_path / ("d" * 90) / "[nic].arrow"  # wider than the console; brackets are not markup
+    p.parent.mkdir()
+    r = runner.invoke(app, ["trace", "synth", "nic-rx", "-o", str(p), "--packets", "100", "--queues", "1",
+                            "--ring", "16"])
+    assert r.exit_code == 0, r.output
+    assert f"events to {p}\n" in r.output
+
+
 def test_synth_is_deterministic(nic, tmp_path):
     again = tmp_path / "again.arrow"
     r = runner.invoke(app, ["trace", "synth", "nic-rx", "-o", str(again), "--packets", "5000",

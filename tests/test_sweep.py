@@ -60,8 +60,7 @@ def test_sweep_store_manifest_and_failures(spec_file, tmp_path):
     assert r.exit_code == 0, r.output
     # per trace: vtd 2 flush x 2 gfp x 2 sizes + none 2 x 2 (no IOTLB grid) = 12
     manifest = json.loads((out / "manifest.json").read_text())
-    text = " ".join(r.output.split())  # the console wraps long paths
-    assert len(manifest["runs"]) == 24 and "24 runs" in text and "(12 failed)" in text
+    assert len(manifest["runs"]) == 24 and "24 runs" in r.output and "(12 failed)" in r.output
     df = frame(out)
     assert len(df) == 24 and df["run_key"].n_unique() == 24
     assert sorted(p.relative_to(out).parts[0] for p in out.glob("model=*")) == ["model=intel-vtd-legacy", "model=none"]
