@@ -17,12 +17,12 @@ from harness.core.pages import splitmix64
 
 
 @njit(cache=True, inline="always")
-def lookup(tag, dom, stamp, s, ways, t, d, G, policy):
-    """Way holding (tag t, domain d) in row s (ways wide), or -1; LRU stamps
-    the way as most recent. A set of a few ways is scanned without an early
-    exit, whose branch a hit at a varying way would mispredict: downwards, so
-    the lowest matching way wins, a select per way. A wide set (a fully
-    associative cache) stops at the hit."""
+def find(tag, dom, s, ways, t, d):
+    """Way holding (tag t, domain d) in row s (ways wide), or -1. A set of a
+    few ways is scanned without an early exit, whose branch a hit at a
+    varying way would mispredict: downwards, so the lowest matching way
+    wins, a select per way. A wide set (a fully associative cache) stops at
+    the hit. A fill follows a miss, so a row holds each (tag, domain) once."""
     hit = -1
     if ways <= 16:
         for w in range(ways - 1, -1, -1):
@@ -32,6 +32,13 @@ def lookup(tag, dom, stamp, s, ways, t, d, G, policy):
             if tag[s, w] == t and dom[s, w] == d:
                 hit = w
                 break
+    return hit
+
+
+@njit(cache=True, inline="always")
+def lookup(tag, dom, stamp, s, ways, t, d, G, policy):
+    """find(); LRU stamps the way it found as most recent."""
+    hit = find(tag, dom, s, ways, t, d)
     if hit >= 0 and policy == L.POLICY_LRU:
         G[L.G_CLOCK] += 1
         stamp[s, hit] = G[L.G_CLOCK]

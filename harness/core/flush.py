@@ -99,14 +99,14 @@ def fq_ring_free(S, d, qcpu, cpu):
         if e[L.FQ_COUNTER] >= S.D[d, L.D_FQ_FINISH]:
             break
         if e[L.FQ_NODE] != -1:
-            iova.free_iova_fast(S, d, cpu, e[L.FQ_NODE], e[L.FQ_PAGES])
+            iova.free_iova_fast(S, d, cpu, e[L.FQ_NODE], e[L.FQ_PFN], e[L.FQ_PAGES])
         pages.put_list(S, e[L.FQ_PT:L.FQ_PT + 3])
         head = (head + 1) % size
     S.fqh[d, qcpu, 0] = head
 
 
 @njit(cache=True, inline="always")
-def queue_iova(S, d, cpu, node, npages, g):
+def queue_iova(S, d, cpu, node, pfn, npages, g):
     """queue_iova(): defer the IOVA and the gather freelist to the flush queue:
     this CPU's, or the domain's single queue (IOMMU_DMA_OPTS_SINGLE_QUEUE)."""
     size = S.P[L.P_FQ_SIZE]
@@ -119,6 +119,7 @@ def queue_iova(S, d, cpu, node, npages, g):
     tail = S.fqh[d, q, 1]
     e = S.fq[d, q, tail]
     e[L.FQ_NODE] = node
+    e[L.FQ_PFN] = pfn
     e[L.FQ_PAGES] = npages
     e[L.FQ_COUNTER] = S.D[d, L.D_FQ_START]
     for k in range(3):  # element by element: a slice copy would allocate

@@ -151,7 +151,8 @@ def _visit(S, s, w, action):
 def range_apply(S, d, pfn, npages, action):
     """Invalidate (action 0) or mark stale (1) domain d's entries overlapping
     4 KiB pages [pfn, pfn + npages). Probes the sets a range can live in when
-    that is cheaper than scanning every way; both give the same result."""
+    that is cheaper than scanning every way (a set holds an entry once);
+    both give the same result."""
     if S.P[L.P_UTLB_ENTRIES]:
         _utlb_apply(S, d, pfn, npages, action)
     sets, ways = S.tlb_tag.shape
@@ -167,10 +168,9 @@ def range_apply(S, d, pfn, npages, action):
         orders &= orders - 1
         for vpn in range(pfn >> o, ((pfn + npages - 1) >> o) + 1):
             s = vpn & (sets - 1)
-            t = (vpn << 6) | o
-            for w in range(ways):
-                if S.tlb_tag[s, w] == t and S.tlb_dom[s, w] == d:
-                    _visit(S, s, w, action)
+            w = cache.find(S.tlb_tag, S.tlb_dom, s, ways, (vpn << 6) | o, d)
+            if w >= 0:
+                _visit(S, s, w, action)
 
 
 @njit(cache=True)

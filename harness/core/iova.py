@@ -213,7 +213,7 @@ def _rcache_get(S, d, cpu, size, limit_pfn):
 
 
 @njit(cache=True, inline="always")
-def _rcache_insert(S, d, cpu, n, pages):
+def _rcache_insert(S, d, cpu, n, pfn, pages):
     """iova_rcache_insert() / __iova_rcache_insert()."""
     k = bits.order_base_2(pages)
     if k >= L.IOVA_RANGE_CACHE_MAX_SIZE:
@@ -234,7 +234,7 @@ def _rcache_insert(S, d, cpu, n, pages):
             rc[d, cpu, k, 0] = _new_mag(S)
     m = rc[d, cpu, k, 0]
     S.mags[m, S.mag_len[m], 0] = n
-    S.mags[m, S.mag_len[m], 1] = S.nodes[n, LO]
+    S.mags[m, S.mag_len[m], 1] = pfn
     S.mag_len[m] += 1
     return True
 
@@ -318,10 +318,13 @@ def dma_alloc_iova(S, d, cpu, pages):
 
 
 @njit(cache=True, inline="always")
-def free_iova_fast(S, d, cpu, n, pages):
-    """free_iova_fast(): into the CPU's rcache, else back to the tree."""
+def free_iova_fast(S, d, cpu, n, pfn, pages):
+    """free_iova_fast(iovad, pfn, size): into the CPU's rcache, else back to
+    the tree. The caller passes node n with its pfn_lo, which it holds (as
+    the kernel's callers hold the pfn): the rcache keeps pfns, and only a
+    free to the tree needs the node."""
     S.C[L.C_IOVA_FREES] += 1
-    if S.P[L.P_MAG_SIZE] and _rcache_insert(S, d, cpu, n, pages):
+    if S.P[L.P_MAG_SIZE] and _rcache_insert(S, d, cpu, n, pfn, pages):
         S.C[L.C_IOVA_RCACHE_INSERTS] += 1
     else:
         free_iova(S, d, n)

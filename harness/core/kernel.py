@@ -10,7 +10,7 @@ pool needs growing (the caller grows it and resumes) or on bad input.
 import numpy as np
 
 from harness.core.compiled import njit
-from harness.core import checks, flush, iotlb, iova, pagetable, pages, timers, translate
+from harness.core import checks, flush, iotlb, iova, pagetable, pages, prefetch, timers, translate
 from harness.core import layout as L
 from harness.vendors import hw
 from harness.trace import schema as ts
@@ -104,7 +104,8 @@ def _map_failed(S, d, cpu, h, base, length, k, done):
     for j in range(k + 1):
         _unroll(S, d + j, base, length if j < k else done)
     if S.H[h, L.H_NODE] != -1:
-        iova.free_iova_fast(S, d, cpu, S.H[h, L.H_NODE], S.H[h, L.H_PAGES])
+        iova.free_iova_fast(S, d, cpu, S.H[h, L.H_NODE], base >> S.P[L.P_GRANULE_SHIFT],
+                            S.H[h, L.H_PAGES])
 
 
 @njit(cache=True)
@@ -250,7 +251,8 @@ def _map_sg(S, d, cpu, h, i, e, iova_, paddr, size, flags):
                 _unroll(S, d, base + mapped, done)
                 _unroll(S, d, base, mapped)
                 if H[h, L.H_NODE] != -1:
-                    iova.free_iova_fast(S, d, cpu, H[h, L.H_NODE], H[h, L.H_PAGES])
+                    iova.free_iova_fast(S, d, cpu, H[h, L.H_NODE], base >> S.P[L.P_GRANULE_SHIFT],
+                                        H[h, L.H_PAGES])
                 return L.ST_DONE
             mapped += run
         if j <= e:
@@ -335,13 +337,14 @@ def _unmap(S, d, cpu, h, size):
     if not queued:
         flush.iotlb_sync_inline(S, d, g)
         if H[h, L.H_NODE] != -1:
-            iova.free_iova_fast(S, d, cpu, H[h, L.H_NODE], H[h, L.H_PAGES])
+            iova.free_iova_fast(S, d, cpu, H[h, L.H_NODE], base >> S.P[L.P_GRANULE_SHIFT],
+                                H[h, L.H_PAGES])
         return L.ST_DONE
     npages = (it - base) >> 12  # with any superpage widening
     iotlb.range_apply(S, d, base >> 12, npages, 1)
     S.D[d, L.D_PEND_PAGES] += npages
     S.D[d, L.D_PEND_PAGETS] += npages * S.G[L.G_NOW]
-    flush.queue_iova(S, d, cpu, H[h, L.H_NODE], H[h, L.H_PAGES], g)
+    flush.queue_iova(S, d, cpu, H[h, L.H_NODE], base >> S.P[L.P_GRANULE_SHIFT], H[h, L.H_PAGES], g)
     return L.ST_DONE
 
 
@@ -381,6 +384,7 @@ def _access_run(S, ts_, op, cpu, device, handle, iova_, paddr, size, offset, fla
     st = L.ST_DONE
     start = i
     while i < n:
+        prefetch.handle_row(S.H, handle, i)
         t = np.int64(ts_[i])
         if op[i] != ts.OP_ACCESS or device[i] != dev or t >= nxt:
             break
@@ -422,6 +426,7 @@ def run_batch(S, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flags
     passthrough = S.P[L.P_FLUSH] == L.FLUSH_PASSTHROUGH
     i = start
     while i < len(op):
+        prefetch.handle_row(S.H, handle, i)
         bad = checks.check(ts_, op, cpu, handle, iova_, paddr, size, offset, flags, i,
                            S.G[L.G_LAST_TS], ncpu)
         if bad >= 0:

@@ -162,12 +162,13 @@ GATHER_LEN = 10
 
 # Flush-queue entry fields (fq[domain, cpu, slot, field]).
 FQ_NODE = 0
-FQ_PAGES = 1
-FQ_COUNTER = 2
-FQ_PT = 3              # freelist: table allocations
-FQ_PT_BYTES = 4        # freelist: their bytes
-FQ_PT_CHARGED = 5      # freelist: bytes charged to the memory cgroup
-NUM_FQ_FIELDS = 6
+FQ_PFN = 1             # iova_pfn, as the kernel's entry holds it
+FQ_PAGES = 2
+FQ_COUNTER = 3
+FQ_PT = 4              # freelist: table allocations
+FQ_PT_BYTES = 5        # freelist: their bytes
+FQ_PT_CHARGED = 6      # freelist: bytes charged to the memory cgroup
+NUM_FQ_FIELDS = 7
 
 # run_batch status codes.
 ST_DONE = 0
