@@ -22,7 +22,8 @@ def find(tag, dom, s, ways, t, d):
     few ways is scanned without an early exit, whose branch a hit at a
     varying way would mispredict: downwards, so the lowest matching way
     wins, a select per way. A wide set (a fully associative cache) stops at
-    the hit. A fill follows a miss, so a row holds each (tag, domain) once."""
+    the hit. A fill follows a miss over every order held, so a row holds
+    each (tag, domain) once."""
     hit = -1
     if ways <= 16:
         for w in range(ways - 1, -1, -1):
