@@ -7,7 +7,8 @@ Prints, on one core with the numba cache warm (fastest of --repeat runs):
 events/s for a 10 M-event nic-rx trace per model (one per vendor family by
 default) in strict and lazy mode, with each model's rate relative to
 intel-vtd-legacy; accesses/s of access-only zipf streams over a small and a
-large mapped footprint, with their IOTLB hit rates; the generation rate of
+large mapped footprint, with their IOTLB hit rates; nic-rx events/s as the
+buffers in flight (queues x ring) grow; the generation rate of
 every synthetic workload; the time of one-pass 9-size IOTLB sweeps against one
 run per size. With --rss-events, the peak RSS of a run over a longer trace,
 measured in a child process: anonymous memory (what the run allocates) and
@@ -69,6 +70,16 @@ def nic_trace(events):
     """A nic-rx trace of about `events` rows (3 per packet)."""
     return _trace(CACHE / f"nic-rx-{events}.arrow", lambda p: synth.nic_rx(
         p, packets=events // 3, queues=8, ring=1024, rate=8e6, seed=1))
+
+
+# (queues, ring): nic-rx buffers in flight, the working set of handle rows,
+# PTEs and IOVAs
+IN_FLIGHT = [(8, 1024), (8, 4096), (16, 4096)]
+
+
+def nic_in_flight_trace(queues, ring, packets=1_000_000):
+    return _trace(CACHE / f"nic-rx-{queues}x{ring}-{packets}.arrow", lambda p: synth.nic_rx(
+        p, packets=packets, queues=queues, ring=ring, rate=8e6, seed=1))
 
 
 # about 10 M events each
@@ -235,6 +246,14 @@ def main():
         n, dt, hits = fastest(zipf_trace(options), "strict", "intel-vtd-legacy", args.repeat)
         print(f"{'random':<18} {options['footprint']:<9} {n:>12,} {dt:>8.2f} {n / dt / 1e6:>11.1f} "
               f"{hits:>11.1%}")
+    print(f"\n{'buffers in flight':<18} {'queues x ring':<13} {'events':>12} {'strict':>8} {'lazy':>8}"
+          f"   (M events/s, intel-vtd-legacy)")
+    for queues, ring in IN_FLIGHT:
+        path = nic_in_flight_trace(queues, ring)
+        (n, strict, _), (_, lazy, _) = (fastest(path, f, "intel-vtd-legacy", args.repeat)
+                                        for f in ("strict", "lazy"))
+        print(f"{queues * ring:<18,} {f'{queues} x {ring}':<13} {n:>12,} {n / strict / 1e6:>8.1f} "
+              f"{n / lazy / 1e6:>8.1f}")
     print(f"\n{'workload':<18} {'events':>12} {'seconds':>8} {'M events/s':>11}   (trace synth)")
     for kind, kw in SYNTH:
         out = CACHE / f"synth-{kind}.arrow"
