@@ -66,20 +66,17 @@ def _trace(path, make):
     return path
 
 
-def nic_trace(events):
-    """A nic-rx trace of about `events` rows (3 per packet)."""
-    return _trace(CACHE / f"nic-rx-{events}.arrow", lambda p: synth.nic_rx(
-        p, packets=events // 3, queues=8, ring=1024, rate=8e6, seed=1))
+def nic_trace(events, queues=8, ring=1024):
+    """A nic-rx trace of about `events` rows (3 per packet), queues x ring
+    buffers in flight."""
+    name = f"nic-rx-{events}.arrow" if (queues, ring) == (8, 1024) else f"nic-rx-{queues}x{ring}-{events}.arrow"
+    return _trace(CACHE / name, lambda p: synth.nic_rx(
+        p, packets=events // 3, queues=queues, ring=ring, rate=8e6, seed=1))
 
 
-# (queues, ring): nic-rx buffers in flight, the working set of handle rows,
-# PTEs and IOVAs
-IN_FLIGHT = [(8, 1024), (8, 4096), (16, 4096)]
-
-
-def nic_in_flight_trace(queues, ring, packets=1_000_000):
-    return _trace(CACHE / f"nic-rx-{queues}x{ring}-{packets}.arrow", lambda p: synth.nic_rx(
-        p, packets=packets, queues=queues, ring=ring, rate=8e6, seed=1))
+# (queues, ring) beyond the main trace's 8 x 1024: nic-rx buffers in flight,
+# the working set of handle rows, PTEs and IOVAs
+IN_FLIGHT = [(8, 4096), (16, 4096)]
 
 
 # about 10 M events each
@@ -238,6 +235,7 @@ def main():
             n, dt, _ = fastest(path, flush, model, args.repeat)
             rate = n / dt / 1e6
             base.setdefault(flush, rate)
+            base.setdefault("events", n)
             print(f"{model:<18} {path.name:<24} {flush:<7} {n:>12,} {dt:>8.2f} {rate:>11.1f} "
                   f"{rate / base[flush]:>12.2f}x")
     print(f"\n{'access-only zipf':<18} {'footprint':<9} {'events':>12} {'seconds':>8} {'M events/s':>11} "
@@ -248,8 +246,10 @@ def main():
               f"{hits:>11.1%}")
     print(f"\n{'buffers in flight':<18} {'queues x ring':<13} {'events':>12} {'strict':>8} {'lazy':>8}"
           f"   (M events/s, intel-vtd-legacy)")
+    print(f"{8 * 1024:<18,} {'8 x 1024':<13} {base['events']:>12,} {base['strict']:>8.1f} {base['lazy']:>8.1f}"
+          f"   (the table above)")
     for queues, ring in IN_FLIGHT:
-        path = nic_in_flight_trace(queues, ring)
+        path = nic_trace(args.events, queues, ring)
         (n, strict, _), (_, lazy, _) = (fastest(path, f, "intel-vtd-legacy", args.repeat)
                                         for f in ("strict", "lazy"))
         print(f"{queues * ring:<18,} {f'{queues} x {ring}':<13} {n:>12,} {n / strict / 1e6:>8.1f} "

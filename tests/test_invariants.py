@@ -70,3 +70,23 @@ def test_generated_invariants_and_batching(tmp_path_factory, seed, n, flush, bat
     check(one, flush)
     # results do not depend on how the trace is cut into record batches
     assert simulate(write_trace(d / "b.arrow", evs, batch=batch), flush, "kernel") == one
+
+
+def test_grown_tables_are_cache_line_aligned_and_keep_their_type():
+    """A handle row is one 64-byte line (the event loop prefetches it whole);
+    the aligned tables must type as np.zeros ones do, or the kernel recompiles."""
+    import numba
+    import numpy as np
+
+    from harness import models
+    from harness.core import state
+    from harness.core.simulator import Simulator
+
+    S = Simulator(models.resolve("intel-vtd-legacy"), "lazy", "atomic", 2).S
+    S = state.grow_pools(state.ensure_handles(state.ensure_domains(S, 3), 1000))
+    for name in ("H", "D", "fq", "rc", "pt", "nodes", "mags"):
+        a = getattr(S, name)
+        assert a.ctypes.data % 64 == 0, name
+        assert numba.typeof(a) == numba.typeof(np.zeros((1,) * a.ndim, a.dtype)), name
+    assert S.H.shape == (1000, 8) and not S.H.any()
+    assert (S.mag_next == -1).all()
