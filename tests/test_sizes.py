@@ -6,7 +6,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness import models
-from harness.core.simulator import Simulator, run_sizes
+from harness.core import layout as L
+from harness.core.simulator import Diverged, Simulator, run_sizes
 from harness.errors import HarnessError
 from harness.trace import schema as ts
 from harness.trace.reader import TraceReader
@@ -58,6 +59,47 @@ def test_one_pass_equals_runs_per_size(tmp_path_factory, grid, seed, n, handles,
     specs = _specs(*GRIDS[grid])
     results, _ = _one_pass(specs, flush, "kernel", path)
     assert results == _separate(specs, flush, "kernel", path)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32), n=st.integers(1, 300), flush=st.sampled_from(["strict", "lazy"]))
+def test_recency_order_invariants(tmp_path_factory, seed, n, flush):
+    """After a one-pass run every set holds its used places first, a hole
+    count equal to the holes among them, each (tag, domain) once, and the
+    per-order entry counts the lookups probe by."""
+    evs = build(seed, n, 24, 0.1, 0.1, 0.3, 2)
+    if not evs:
+        return
+    path = write_trace(tmp_path_factory.mktemp("g") / "t.arrow", evs, num_cpus=2, batch=23)
+    specs = _specs(*GRIDS["vtd-4-sets"])
+    with TraceReader(path) as r:
+        sim = Simulator(specs[0], flush, "kernel", r.num_cpus, [w for _, w in GRIDS["vtd-4-sets"][2]])
+        try:
+            sim.run(r)
+        except Diverged:
+            return
+    S = sim.S
+    for s in range(S.tlb_tag.shape[0]):
+        used, tags = S.tlb_used[s], S.tlb_tag[s]
+        assert (tags[used:] == -1).all()
+        assert S.tlb_holes[s] == (tags[:used] == -1).sum()
+        held = [(t, d) for t, d in zip(tags[:used], S.tlb_dom[s, :used]) if t != -1]
+        assert len(held) == len(set(held))
+    held = S.tlb_tag[S.tlb_tag != -1] & 63
+    assert [(held == o).sum() for o in range(52)] == list(S.G[L.G_IOTLB_CNT:L.G_IOTLB_CNT + 52])
+
+
+def test_grid_in_any_order(trace_file):
+    """run_sizes hands the kernel its sizes ascending and the results back in
+    the caller's order."""
+    evs = [_map(h, h, 0x1000_0000 + h * 0x1000) for h in range(5)]
+    evs += [_touch(h, 10 + i) for i, h in enumerate([0, 1, 2, 3, 0, 1, 4, 0])]
+    path = trace_file(evs)
+    specs = _specs("intel-vtd-legacy", [], [(e, 0) for e in (8, 1, 3, 2)])
+    results, one_pass = _one_pass(specs, "strict", "atomic", path)
+    assert one_pass
+    assert [r["iotlb_hits"] for r in results] == [3, 0, 1, 0]
+    assert results == _separate(specs, "strict", "atomic", path)
 
 
 def _touch(h, t, dev=1):

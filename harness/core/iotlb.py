@@ -143,6 +143,8 @@ def _visit(S, s, w, action):
     if action == 0:
         _count(S, S.tlb_tag[s, w] & 63, -1)
         S.tlb_tag[s, w] = -1
+        if S.grid.shape[0]:  # a hole in the one-pass recency order (translate.py)
+            S.tlb_holes[s] += 1
     else:
         S.tlb_stale[s, w] = 1
 
@@ -168,7 +170,8 @@ def range_apply(S, d, pfn, npages, action):
         orders &= orders - 1
         for vpn in range(pfn >> o, ((pfn + npages - 1) >> o) + 1):
             s = vpn & (sets - 1)
-            w = cache.find(S.tlb_tag, S.tlb_dom, s, ways, (vpn << 6) | o, d)
+            w = cache.find(S.tlb_tag, S.tlb_dom, s, S.tlb_used[s] if S.grid.shape[0] else ways,
+                           (vpn << 6) | o, d)
             if w >= 0:
                 _visit(S, s, w, action)
 
@@ -227,7 +230,10 @@ def _psc_row(S, level, key):
 
 @njit(cache=True, inline="always")
 def psc_lookup(S, r, d, level, pfn):
-    """Walk-cache lookup in replica r (0 but in a one-pass size sweep)."""
+    """Walk-cache lookup in replica r (0 but in a one-pass size sweep). A
+    level no fill has reached holds nothing: a miss without a scan."""
+    if not (S.G[L.G_PSC_LEVELS] >> level) & 1:
+        return False
     key = pfn >> S.P[L.P_LVL_PSHIFT + level]
     return cache.lookup(S.psc_tag[r], S.psc_dom[r], S.psc_stamp[r], _psc_row(S, level, key),
                         S.P[L.P_PSC_WAYS + level], key, d, S.G, S.P[L.P_PSC_POLICY]) >= 0
@@ -238,6 +244,7 @@ def psc_fill(S, r, d, level, pfn):
     ways = S.P[L.P_PSC_WAYS + level]
     if ways == 0:
         return
+    S.G[L.G_PSC_LEVELS] |= 1 << level
     key = pfn >> S.P[L.P_LVL_PSHIFT + level]
     cache.fill(S.psc_tag[r], S.psc_dom[r], S.psc_stamp[r], _psc_row(S, level, key), ways, key, d, S.G,
                S.P[L.P_PSC_POLICY])

@@ -108,7 +108,8 @@ G_IOTLB_CNT = 16       # + o: live IOTLB entries of order o
 L1_MEMO = 64           # remembered level-1 tables, direct-mapped by pagetable._l1_key()
 G_L1_KEY = 16 + 52     # + k: key of remembered table k, 0 for none
 G_L1_TABLE = G_L1_KEY + L1_MEMO  # + k: its slot
-NUM_GLOBALS = G_L1_TABLE + L1_MEMO
+G_PSC_LEVELS = G_L1_TABLE + L1_MEMO  # bit level set: a walk cache of that level has been filled
+NUM_GLOBALS = G_PSC_LEVELS + 1
 
 NEVER = 1 << 62        # timer not armed; also the IOVA anchor pfn
 

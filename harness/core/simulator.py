@@ -9,7 +9,7 @@ from collections import namedtuple
 import numpy as np
 
 from harness import metrics
-from harness.core import checks, kernel, state
+from harness.core import checks, kernel, state, translate
 from harness.core import layout as L
 from harness.errors import HarnessError, TraceError
 
@@ -139,7 +139,8 @@ def size_grid(specs, flush, gfp, num_cpus):
 
 class Simulator:
     def __init__(self, spec, flush, gfp, num_cpus, grid=()):
-        """grid: IOTLB ways per size of a one-pass size sweep (size_grid())."""
+        """grid: IOTLB ways per size of a one-pass size sweep (size_grid()),
+        ascending."""
         self.spec = spec
         self.flush = flush
         self.gfp = gfp
@@ -219,7 +220,7 @@ class Simulator:
         their stale time up to the last event."""
         S = self.S
         if len(S.grid):
-            return [self._result(S.C + ck) for ck in S.CK]
+            return [self._result(S.C + ck) for ck in translate.size_counters(S)]
         return self._result(S.C)
 
     def _result(self, C):
@@ -236,7 +237,9 @@ def run_sizes(specs, flush, gfp, reader):
     pass over the trace; from one run per spec when the sizes diverge.
     Returns (results, one_pass)."""
     grid = size_grid(specs, flush, gfp, reader.num_cpus)
+    order = sorted(range(len(grid)), key=grid.__getitem__)  # the kernel wants ways ascending
     try:
-        return Simulator(specs[0], flush, gfp, reader.num_cpus, grid).run(reader), True
+        results = Simulator(specs[0], flush, gfp, reader.num_cpus, [grid[i] for i in order]).run(reader)
+        return [results[order.index(i)] for i in range(len(grid))], True
     except Diverged:
         return [Simulator(spec, flush, gfp, reader.num_cpus).run(reader) for spec in specs], False

@@ -14,7 +14,7 @@ from harness.metrics import NUM_COUNTERS
 
 State = namedtuple("State", (
     "P C G D H pt pt_bytes pt_charged pt_free nodes node_free mags mag_len mag_next mag_free "
-    "rc fq fqh gather stack resv tlb_tag tlb_dom tlb_stamp tlb_stale psc_tag psc_dom psc_stamp "
+    "rc fq fqh gather stack resv tlb_tag tlb_dom tlb_stamp tlb_stale tlb_used tlb_holes tlb_depth psc_tag psc_dom psc_stamp "
     "utlb_tag utlb_stamp utlb_stale grid CK"))
 
 
@@ -25,8 +25,9 @@ def _stack(cap, first=0):
 
 def new(P, ncpu, resv, grid=()):
     """State for a run; resv: reserved IOVA regions (lo pfn, hi pfn, direct);
-    grid: IOTLB ways per size of a one-pass size sweep (translate.py), whose
-    recency lists are as wide as the widest size."""
+    grid: IOTLB ways per size of a one-pass size sweep (translate.py), in
+    ascending order; its recency lists are as wide as the widest size."""
+    assert list(grid) == sorted(grid)
     sets, ways = P[L.P_IOTLB_SETS], max(grid, default=P[L.P_IOTLB_WAYS])
     replicas = max(1, len(grid))
     nq = 1 if P[L.P_FLUSH] == L.FLUSH_LAZY_SINGLE else ncpu
@@ -60,6 +61,8 @@ def new(P, ncpu, resv, grid=()):
         tlb_tag=np.full((sets, ways), -1, np.int64), tlb_dom=np.zeros((sets, ways), np.int64),
         tlb_stamp=np.zeros((sets, ways), np.int64),
         tlb_stale=np.zeros((sets, ways), np.uint8),
+        tlb_used=np.zeros(sets, np.int64), tlb_holes=np.zeros(sets, np.int64),
+        tlb_depth=np.zeros((2, ways + 1), np.int64),
         psc_tag=np.full((replicas, rows, psc_ways), -1, np.int64),
         psc_dom=np.zeros((replicas, rows, psc_ways), np.int64),
         psc_stamp=np.zeros((replicas, rows, psc_ways), np.int64),

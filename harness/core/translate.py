@@ -1,22 +1,24 @@
 """Device-side translation of one 4 KiB page: IOTLB, walk caches, page walk.
 
 translate() is one hardware model's lookup. translate_sizes() answers it for
-every IOTLB size of a one-pass size sweep at once (S.grid: ways per size, one
-set count). LRU is a stack algorithm (Mattson, Gecsei, Slutz and Traiger,
-"Evaluation techniques for storage hierarchies", IBM Systems Journal 9(2),
-1970): a set of c ways holds the c most recently used entries that map to it.
-So each set keeps one recency order, as wide as the widest size (ways
-ordered by stamp, newest first), and an entry at depth k hits in every size
-with more than k ways.
+every IOTLB size of a one-pass size sweep at once (S.grid: ways per size,
+ascending, one set count). LRU is a stack algorithm (Mattson, Gecsei, Slutz
+and Traiger, "Evaluation techniques for storage hierarchies", IBM Systems
+Journal 9(2), 1970): a set of c ways holds the c most recently used entries
+that map to it. So each set keeps its entries in one recency order, as wide
+as the widest size: the ways of tlb_tag/tlb_dom/tlb_stale are places, newest
+first, tlb_used[set] of them filled so far. An entry at depth k hits in
+every size with more than k ways; tlb_depth counts lookups by the depth of
+the entry they found (stale or not), so a size's hits are a prefix sum.
 
-Invalidated entries leave holes in place (tag -1, stamp kept): a size whose
-ways reach a hole has a free way there. Hence the update: a fill, in every
-size that missed, takes a free way if it has one and else evicts its least
-recently used. In the order, the entry becomes newest and the topmost hole,
-when there is one above the entry's old place (or anywhere, for an entry not
-held), is used up: a new entry takes the hole's way, and an entry that was
-held leaves a hole in its old place. The top c places then hold what a
-separate c-way cache holds, for every c.
+Invalidated entries leave holes in place (tag -1, counted in tlb_holes): a
+size whose ways reach a hole has a free way there. Hence the update: a fill,
+in every size that missed, takes a free way if it has one and else evicts
+its least recently used. In the order, the entry becomes newest and the
+topmost hole, when there is one above the entry's old place (or anywhere,
+for an entry not held), is used up: the places above it move down one, and
+an entry that was held leaves the hole in its old place. The top c places
+then hold what a separate c-way cache holds, for every c.
 
 The walk caches see only their own size's misses, so each size has its own
 replica of them (psc_* [size]) and its own outcome counters (CK[size]); the
@@ -84,70 +86,70 @@ def translate(S, d, pfn):
 
 
 @njit(cache=True, inline="always")
-def _find(S, s, t, d):
-    """Way of set s holding (tag t, domain d), or -1."""
-    for w in range(S.tlb_tag.shape[1]):
-        if S.tlb_tag[s, w] == t and S.tlb_dom[s, w] == d:
-            return w
+def _scan(S, s, t, d):
+    """(Place of (tag t, domain d) in set s, its depth, or -1; the topmost
+    hole above it or -1): the places newest first, up to the entry (all of
+    them when it is not held)."""
+    n = S.tlb_used[s]
+    k = 0
+    while k < n and not (S.tlb_tag[s, k] == t and S.tlb_dom[s, k] == d):
+        k += 1
+    hole = _first_hole(S, s, k) if S.tlb_holes[s] else -1
+    return (k if k < n else -1), hole
+
+
+@njit(cache=True, inline="always")
+def _first_hole(S, s, n):
+    """Depth of the topmost hole of set s above depth n, or -1."""
+    for p in range(n):
+        if S.tlb_tag[s, p] == -1:
+            return p
     return -1
 
 
 @njit(cache=True, inline="always")
-def _topmost_hole(S, s, above):
-    """(Way of set s's topmost hole with a stamp over `above`, or -1; the
-    number of places with a stamp over `above`). Branch-free, so it
-    vectorises: the sets of a wide IOTLB are long."""
-    k, top = 0, above
-    for j in range(S.tlb_tag.shape[1]):
-        sj = S.tlb_stamp[s, j]
-        k += sj > above
-        top = max(top, sj if S.tlb_tag[s, j] == -1 else above)
-    if top == above:
-        return -1, k
-    for j in range(S.tlb_tag.shape[1]):
-        if S.tlb_tag[s, j] == -1 and S.tlb_stamp[s, j] == top:
-            return j, k
-    return -1, k
+def _shift(S, s, p):
+    """Places 0..p-1 of set s move down one, over place p."""
+    for q in range(p, 0, -1):
+        S.tlb_tag[s, q] = S.tlb_tag[s, q - 1]
+        S.tlb_dom[s, q] = S.tlb_dom[s, q - 1]
+        S.tlb_stale[s, q] = S.tlb_stale[s, q - 1]
 
 
 @njit(cache=True, inline="always")
-def _depth(S, s, w):
-    """(Depth of way w in set s's recency order, the topmost hole above it or
-    -1): places are ordered by stamp, holes keeping the stamp of the entry
-    they replaced."""
-    hole, k = _topmost_hole(S, s, S.tlb_stamp[s, w])
-    return k, hole
-
-
-@njit(cache=True, inline="always")
-def _promote(S, s, w, hole):
-    """Way w becomes most recent; a hole above it moves to its old place."""
+def _promote(S, s, k, hole):
+    """The entry at depth k becomes the newest; the topmost hole above it
+    (at depth `hole`) moves to its old place."""
+    t, d, stale = S.tlb_tag[s, k], S.tlb_dom[s, k], S.tlb_stale[s, k]
     if hole >= 0:
-        S.tlb_stamp[s, hole] = S.tlb_stamp[s, w]
-    S.G[L.G_CLOCK] += 1
-    S.tlb_stamp[s, w] = S.G[L.G_CLOCK]
+        _shift(S, s, hole)
+        S.tlb_tag[s, k] = -1
+    else:
+        _shift(S, s, k)
+    S.tlb_tag[s, 0], S.tlb_dom[s, 0], S.tlb_stale[s, 0] = t, d, stale
 
 
 @njit(cache=True, inline="always")
 def _fill(S, d, pfn, o):
     """Every size that missed fills: into the topmost hole when one is within
-    its ways, else over its least recently used entry; in the stamp order
-    that is the topmost hole of the set, else its oldest entry."""
+    its ways, else over its least recently used entry. In the recency order
+    that is the set's topmost hole, else a place not yet used (below every
+    other), else the oldest place, an entry."""
     s = (pfn >> o) & (S.tlb_tag.shape[0] - 1)
-    w, _ = _topmost_hole(S, s, np.int64(-1))
-    if w < 0:
-        oldest = S.tlb_stamp[s, 0]
-        for j in range(1, S.tlb_tag.shape[1]):
-            oldest = min(oldest, S.tlb_stamp[s, j])
-        w = 0
-        while S.tlb_stamp[s, w] != oldest:
-            w += 1
-        iotlb._count(S, S.tlb_tag[s, w] & 63, -1)
-    S.tlb_tag[s, w] = iotlb._tag(o, pfn)
-    S.tlb_dom[s, w] = d
-    S.tlb_stale[s, w] = 0
-    S.G[L.G_CLOCK] += 1
-    S.tlb_stamp[s, w] = S.G[L.G_CLOCK]
+    n = S.tlb_used[s]
+    p = _first_hole(S, s, n) if S.tlb_holes[s] else -1
+    if p >= 0:
+        S.tlb_holes[s] -= 1
+    elif n < S.tlb_tag.shape[1]:
+        p = n
+        S.tlb_used[s] = n + 1
+    else:
+        p = n - 1
+        iotlb._count(S, S.tlb_tag[s, p] & 63, -1)
+    _shift(S, s, p)
+    S.tlb_tag[s, 0] = iotlb._tag(o, pfn)
+    S.tlb_dom[s, 0] = d
+    S.tlb_stale[s, 0] = 0
     iotlb._count(S, o, 1)
 
 
@@ -160,36 +162,43 @@ def _any_size(S, lo, hi):
     return False
 
 
+def size_counters(S):
+    """Each size's counters beyond the shared ones (S.C): its own (CK) and
+    the hits of lookups whose entry sat above its ways (tlb_depth)."""
+    CK = S.CK.copy()
+    for r, c in enumerate(S.grid):
+        CK[r, L.C_IOTLB_HITS] += S.tlb_depth[:, :c].sum()
+        CK[r, L.C_STALE_HITS] += S.tlb_depth[1, :c].sum()
+    return CK
+
+
 @njit(cache=True, inline="always")
 def translate_sizes(S, d, pfn):
     """translate() for every size of S.grid; False when the sizes diverge."""
     S.C[L.C_LOOKUPS] += 1
     sets, width = S.tlb_tag.shape
     k1, o1, s1, h1 = width, 0, 0, -1  # the first page size found, probing smallest first
-    w1 = -1
     nearest = width
     orders = S.G[L.G_IOTLB_ORDERS]
     while orders:
         o = bits.ffs0(orders)
         orders &= orders - 1
         s = (pfn >> o) & (sets - 1)
-        w = _find(S, s, iotlb._tag(o, pfn), d)
-        if w < 0:
+        k, h = _scan(S, s, iotlb._tag(o, pfn), d)
+        if k < 0:
             continue
-        k, h = _depth(S, s, w)
         if k1 == width:
-            k1, o1, s1, w1, h1 = k, o, s, w, h
+            k1, o1, s1, h1 = k, o, s, h
         elif k < nearest and _any_size(S, k, nearest):
             return False  # a size would hit this page size and not the first found
         nearest = min(nearest, k)
-    stale = k1 < width and S.tlb_stale[s1, w1] != 0
+    stale = k1 < width and S.tlb_stale[s1, k1] != 0
+    S.tlb_depth[np.int64(stale), k1] += 1  # a hit in every size with more than k1 ways
     leaf = -1  # no size missed
     for r in range(S.grid.shape[0]):
         if S.grid[r] > k1:
-            S.CK[r, L.C_IOTLB_HITS] += 1
-            if stale:
-                S.CK[r, L.C_STALE_HITS] += 1
-        elif pfn > S.P[L.P_APERTURE_PFN]:
+            break  # this size hits, and so do the larger ones after it
+        if pfn > S.P[L.P_APERTURE_PFN]:
             S.CK[r, L.C_IOTLB_MISSES] += 1
             S.CK[r, L.C_FAULTS] += 1
             leaf = 0
@@ -201,7 +210,7 @@ def translate_sizes(S, d, pfn):
     if k1 < width:
         if leaf >= 0 and (stale or leaf - 1 != o1):
             return False  # the sizes that missed do not refill the entry the others hit
-        _promote(S, s1, w1, h1)
+        _promote(S, s1, k1, h1)
     elif leaf > 0:
         _fill(S, d, pfn, leaf - 1)
     return True
