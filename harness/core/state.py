@@ -27,7 +27,8 @@ def new(P, ncpu, resv, grid=()):
     """State for a run; resv: reserved IOVA regions (lo pfn, hi pfn, direct);
     grid: IOTLB ways per size of a one-pass size sweep (translate.py), in
     ascending order; its recency lists are as wide as the widest size."""
-    assert list(grid) == sorted(grid)
+    if list(grid) != sorted(grid):
+        raise ValueError(f"one-pass grid {list(grid)}: ways must ascend")
     sets, ways = P[L.P_IOTLB_SETS], max(grid, default=P[L.P_IOTLB_WAYS])
     replicas = max(1, len(grid))
     nq = 1 if P[L.P_FLUSH] == L.FLUSH_LAZY_SINGLE else ncpu

@@ -21,8 +21,9 @@ an entry that was held leaves the hole in its old place. The top c places
 then hold what a separate c-way cache holds, for every c.
 
 The walk caches see only their own size's misses, so each size has its own
-replica of them (psc_* [size]) and its own outcome counters (CK[size]); the
-domain core, page tables and invalidation commands are shared.
+replica of them (psc_* [size]) and its own miss-side counters (CK[size]:
+misses, walk-cache outcomes, walk reads, faults); the domain core, page
+tables and invalidation commands are shared.
 
 One list cannot hold a lookup after which sizes disagree on the entry they
 used: a larger size hits an entry whose PTE has since been cleared (stale,
@@ -94,8 +95,9 @@ def _scan(S, s, t, d):
     k = 0
     while k < n and not (S.tlb_tag[s, k] == t and S.tlb_dom[s, k] == d):
         k += 1
-    hole = _first_hole(S, s, k) if S.tlb_holes[s] else -1
-    return (k if k < n else -1), hole
+    if k == n:
+        return -1, -1
+    return k, (_first_hole(S, s, k) if S.tlb_holes[s] else -1)
 
 
 @njit(cache=True, inline="always")
