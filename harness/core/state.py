@@ -14,8 +14,8 @@ from harness.metrics import NUM_COUNTERS
 
 State = namedtuple("State", (
     "P C G D H pt pt_bytes pt_charged pt_free nodes node_free mags mag_len mag_next mag_free "
-    "rc fq fqh gather stack resv tlb_tag tlb_dom tlb_stamp tlb_stale tlb_used tlb_holes tlb_depth psc_tag psc_dom psc_stamp "
-    "utlb_tag utlb_stamp utlb_stale grid CK"))
+    "rc fq fqh gather stack resv tlb_tag tlb_dom tlb_stamp tlb_stale tlb_used tlb_holes tlb_depth "
+    "psc_tag psc_dom psc_stamp utlb_tag utlb_stamp utlb_stale grid CK"))
 
 
 def _stack(cap, first=0):
