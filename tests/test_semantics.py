@@ -3,7 +3,9 @@ kernel code gives (file/function cited in the modules under test)."""
 
 import pytest
 
+from harness.core import state
 from harness.core.pagetable import iommu_pgsize
+from harness.errors import TraceError
 from harness.trace import schema as ts
 from harness.vendors.vtd import psi_aligned_address
 
@@ -113,7 +115,6 @@ def test_iommu_api_misaligned_map_is_einval(trace_file):
     ([ac(0, 0xFFFFFFFF, size=(1 << 30) + 1)], "row 0: column 'size' is 1073741825, expected at most 1 GiB"),
 ])
 def test_bad_events_name_the_row(trace_file, events, message):
-    from harness.errors import TraceError
     with pytest.raises(TraceError, match=message.replace("(", r"\(")):
         simulate(trace_file(events))
 
@@ -132,3 +133,22 @@ def test_map_beyond_address_width_is_rejected(trace_file):
            ac(2, 0xFFFFFFFF, iova=0)]
     r = simulate(trace_file(evs))
     assert r["map_rejected"] == 1 and r["faults"] == 2 and r["walk_reads"] == 1
+
+
+def test_page_tables_past_the_pool_limit_stop_the_run(trace_file):
+    # 32 TiB in 4 KiB pages needs 2^24 level-1 tables: an error before any is allocated
+    evs = [mp(0, 0, size=1 << 45, iova=0x1000, paddr=0x1000, flags=ts.FLAG_IOMMU_API)]
+    with pytest.raises(TraceError, match=r"row 0: column 'size' is 35184372088832: the page tables live "
+                                         r"with this map would pass the simulator's limit of 1,048,576 tables"):
+        simulate(trace_file(evs))
+
+
+def test_the_pool_limit_counts_live_tables(trace_file, monkeypatch):
+    # 1 GiB in 4 KiB pages takes 512 level-1 tables; under a 2048-table limit
+    # three such maps fit, the fourth does not, and unmapping makes room
+    monkeypatch.setattr(state, "PT_POOL_LIMIT", 2048 * 512 * 4)
+    gib = [mp(k, k, size=1 << 30, paddr=0x1000) for k in range(3)]
+    r = simulate(trace_file(gib + [um(3, 0, size=1 << 30), mp(4, 3, size=1 << 30, paddr=0x1000)]))
+    assert r["maps"] == 4 and r["map_enomem"] == 0
+    with pytest.raises(TraceError, match="row 3: column 'size' is 1073741824: .* limit of 2,048 tables"):
+        simulate(trace_file(gib + [mp(3, 3, size=1 << 30, paddr=0x1000)]))

@@ -89,6 +89,13 @@ def fq_flush_iotlb(S, d):
 
 
 @njit(cache=True, inline="always")
+def _next(i, size):
+    """The ring slot after i: a compare, where % would be a division on
+    every queued and released entry."""
+    return i + 1 if i + 1 < size else 0
+
+
+@njit(cache=True, inline="always")
 def fq_ring_free(S, d, qcpu, cpu):
     """fq_ring_free_locked() of CPU qcpu's ring, running on CPU cpu."""
     size = S.P[L.P_FQ_SIZE]
@@ -101,7 +108,7 @@ def fq_ring_free(S, d, qcpu, cpu):
         if e[L.FQ_NODE] != -1:
             iova.free_iova_fast(S, d, cpu, e[L.FQ_NODE], e[L.FQ_PFN], e[L.FQ_PAGES])
         pages.put_list(S, e[L.FQ_PT:L.FQ_PT + 3])
-        head = (head + 1) % size
+        head = _next(head, size)
     S.fqh[d, qcpu, 0] = head
 
 
@@ -112,7 +119,7 @@ def queue_iova(S, d, cpu, node, pfn, npages, g):
     size = S.P[L.P_FQ_SIZE]
     q = 0 if S.P[L.P_FLUSH] == L.FLUSH_LAZY_SINGLE else cpu
     fq_ring_free(S, d, q, cpu)
-    if (S.fqh[d, q, 1] + 1) % size == S.fqh[d, q, 0]:
+    if _next(S.fqh[d, q, 1], size) == S.fqh[d, q, 0]:
         S.C[L.C_FQ_FLUSH_FULL] += 1
         fq_flush_iotlb(S, d)
         fq_ring_free(S, d, q, cpu)
@@ -124,7 +131,7 @@ def queue_iova(S, d, cpu, node, pfn, npages, g):
     e[L.FQ_COUNTER] = S.D[d, L.D_FQ_START]
     for k in range(3):  # element by element: a slice copy would allocate
         e[L.FQ_PT + k] = g[G_FL + k]
-    S.fqh[d, q, 1] = (tail + 1) % size
+    S.fqh[d, q, 1] = _next(tail, size)
     S.C[L.C_FQ_QUEUED] += 1
     if S.D[d, L.D_FQ_TIMER] == L.NEVER:
         S.D[d, L.D_FQ_TIMER_CPU] = cpu

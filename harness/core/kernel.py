@@ -460,6 +460,7 @@ def run_batch(S, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flags
             need *= S.P[L.P_HW_DOMAINS]
         if (S.G[L.G_PT_FREE] < need + S.P[L.P_LEVELS] or S.G[L.G_NODE_FREE] < 4
                 or S.G[L.G_MAG_FREE] < S.P[L.P_MAG_MARGIN]):
+            S.G[L.G_PT_NEED] = need + S.P[L.P_LEVELS]
             return L.ST_GROW, i
         t = np.int64(ts_[i])
         if t >= S.G[L.G_NEXT_TIMER]:

@@ -109,7 +109,8 @@ L1_MEMO = 64           # remembered level-1 tables, direct-mapped by pagetable._
 G_L1_KEY = 16 + 52     # + k: key of remembered table k, 0 for none
 G_L1_TABLE = G_L1_KEY + L1_MEMO  # + k: its slot
 G_PSC_LEVELS = G_L1_TABLE + L1_MEMO  # bit level set: a walk cache of that level has been filled
-NUM_GLOBALS = G_PSC_LEVELS + 1
+G_PT_NEED = G_PSC_LEVELS + 1  # free page-table slots the event that stopped for ST_GROW needs
+NUM_GLOBALS = G_PT_NEED + 1
 
 NEVER = 1 << 62        # timer not armed; also the IOVA anchor pfn
 

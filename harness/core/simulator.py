@@ -188,7 +188,12 @@ class Simulator:
             if st == L.ST_DONE:
                 return
             if st == L.ST_GROW:
-                self.S = state.grow_pools(self.S)
+                try:
+                    self.S = state.grow_pools(self.S)
+                except state.PoolLimit as e:
+                    raise TraceError(path, f"row {row0 + i}: column 'size' is {c['size'][i]}: the page tables "
+                                     f"live with this map would pass the simulator's limit of {e.args[0]:,} "
+                                     f"tables") from None
             elif st == L.ST_NEW_DEVICE:
                 self._add_device(c["device"][i])
             elif st == L.ST_GROW_HANDLES:

@@ -112,36 +112,58 @@ def ensure_handles(S, n):
     return S._replace(H=_grow_rows(S.H, max(n, 2 * S.H.shape[0])))
 
 
-def _grow_pool(S, data, free, gkey):
-    """Double a pool: returns new (data arrays..., free stack)."""
+# Bytes the page-table pool may take: 2^20 tables of 512 entries, which map
+# 2 TiB in 4 KiB pages at once. A trace that needs more stops with an error
+# instead of taking the host's memory.
+PT_POOL_LIMIT = 2 << 30
+
+
+class PoolLimit(Exception):
+    """The page-table pool would pass PT_POOL_LIMIT; args: the limit in tables."""
+
+
+def _grow_pool(S, data, free, gkey, new_cap):
+    """Grow a pool to new_cap: returns new (data arrays..., free stack)."""
     cap = data[0][0].shape[0]
-    new_cap = 2 * cap
     grown = [_grow_rows(a, new_cap, fill) for a, fill in data]
     stack = np.empty(new_cap, np.int64)
     top = S.G[gkey]
     stack[:top] = free[:top]
-    stack[top:top + cap] = np.arange(new_cap - 1, cap - 1, -1)
-    S.G[gkey] = top + cap
+    stack[top:top + new_cap - cap] = np.arange(new_cap - 1, cap - 1, -1)
+    S.G[gkey] = top + new_cap - cap
     return grown, stack
+
+
+def _pt_cap(S):
+    """The page-table pool doubled until it holds what the stopped event
+    needs (G_PT_NEED free slots); PoolLimit past PT_POOL_LIMIT."""
+    cap = new_cap = S.pt.shape[0]
+    while True:
+        new_cap *= 2
+        if new_cap * S.pt[0].nbytes > PT_POOL_LIMIT:
+            raise PoolLimit(PT_POOL_LIMIT // S.pt[0].nbytes)
+        if S.G[L.G_PT_FREE] + new_cap - cap >= S.G[L.G_PT_NEED]:
+            return new_cap
 
 
 def grow_pools(S):
     """Double every pool under half free (every pool when none is): the kernel
-    asked because one fell below what the next event may need."""
-    low_pt = S.G[L.G_PT_FREE] < S.pt.shape[0] // 2
+    asked because one fell below what the next event may need. The
+    page-table pool grows at once to what that event needs."""
+    low_pt = S.G[L.G_PT_FREE] < max(S.pt.shape[0] // 2, S.G[L.G_PT_NEED])
     low_node = S.G[L.G_NODE_FREE] < S.nodes.shape[0] // 2
     low_mag = S.G[L.G_MAG_FREE] < max(S.mags.shape[0] // 2, 2 * S.P[L.P_MAG_MARGIN])
     if not (low_pt or low_node or low_mag):
         low_pt = low_node = low_mag = True
     if low_pt:
         (pt, nb, ch), free = _grow_pool(S, [(S.pt, 0), (S.pt_bytes, 0), (S.pt_charged, 0)],
-                                        S.pt_free, L.G_PT_FREE)
+                                        S.pt_free, L.G_PT_FREE, _pt_cap(S))
         S = S._replace(pt=pt, pt_bytes=nb, pt_charged=ch, pt_free=free)
     if low_node:
-        (nodes,), free = _grow_pool(S, [(S.nodes, 0)], S.node_free, L.G_NODE_FREE)
+        (nodes,), free = _grow_pool(S, [(S.nodes, 0)], S.node_free, L.G_NODE_FREE, 2 * S.nodes.shape[0])
         S = S._replace(nodes=nodes, node_free=free)
     if low_mag:
         (mags, ml, mn), free = _grow_pool(S, [(S.mags, 0), (S.mag_len, 0), (S.mag_next, -1)],
-                                          S.mag_free, L.G_MAG_FREE)
+                                          S.mag_free, L.G_MAG_FREE, 2 * S.mags.shape[0])
         S = S._replace(mags=mags, mag_len=ml, mag_next=mn, mag_free=free)
     return S
