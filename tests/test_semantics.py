@@ -3,8 +3,10 @@ kernel code gives (file/function cited in the modules under test)."""
 
 import pytest
 
+from harness import models
 from harness.core import state
 from harness.core.pagetable import iommu_pgsize
+from harness.core.simulator import Simulator
 from harness.errors import TraceError
 from harness.trace import schema as ts
 from harness.vendors.vtd import psi_aligned_address
@@ -152,3 +154,14 @@ def test_the_pool_limit_counts_live_tables(trace_file, monkeypatch):
     assert r["maps"] == 4 and r["map_enomem"] == 0
     with pytest.raises(TraceError, match="row 3: column 'size' is 1073741824: .* limit of 2,048 tables"):
         simulate(trace_file(gib + [mp(3, 3, size=1 << 30, paddr=0x1000)]))
+
+
+def test_domain_state_past_the_limit_stops_the_run(trace_file, monkeypatch):
+    # each device's domain takes flush queues and magazines per CPU: two fit
+    S = Simulator(models.resolve("intel-vtd-legacy"), "strict", "atomic", 2).S
+    monkeypatch.setattr(state, "DOMAIN_STATE_LIMIT", 2 * state.domain_bytes(S))
+    evs = [mp(k, k, dev=k + 1) for k in range(3)]
+    assert simulate(trace_file(evs[:2]))["domains"] == 2
+    with pytest.raises(TraceError, match="row 2: column 'device' is 3: the state of 3 domains with "
+                                         "num_cpus = 2 would pass the simulator's limit"):
+        simulate(trace_file(evs))

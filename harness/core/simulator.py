@@ -164,13 +164,18 @@ class Simulator:
                 progress(row0 + len(cols["op"]))
         return self.result()
 
-    def _add_device(self, device):
+    def _add_device(self, path, row, device):
         """Devices get domains in order of first appearance: each its own, plus
         iommufd.hw_domains - 1 mirrors of its IOAS right after it."""
         n = self.S.P[L.P_HW_DOMAINS]
         ndom = (len(self._dev_keys) + 1) * n
         if ndom > MAX_DOMAINS:
-            raise HarnessError(f"more than {MAX_DOMAINS} domains for the trace's devices")
+            raise TraceError(path, f"row {row}: column 'device' is {device}: expected at most "
+                                   f"{MAX_DOMAINS // n} devices (the simulator's limit of {MAX_DOMAINS} domains)")
+        if ndom * state.domain_bytes(self.S) > state.DOMAIN_STATE_LIMIT:
+            raise TraceError(path, f"row {row}: column 'device' is {device}: the state of {ndom} domains "
+                                   f"with num_cpus = {self.num_cpus} would pass the simulator's limit of "
+                                   f"{state.DOMAIN_STATE_LIMIT >> 30} GiB")
         keys = np.append(self._dev_keys, np.uint32(device))
         doms = np.append(self._dev_dom, len(self._dev_keys) * n)
         order = np.argsort(keys, kind="stable")
@@ -195,7 +200,7 @@ class Simulator:
                                      f"live with this map would pass the simulator's limit of {e.args[0]:,} "
                                      f"tables") from None
             elif st == L.ST_NEW_DEVICE:
-                self._add_device(c["device"][i])
+                self._add_device(path, row0 + i, int(c["device"][i]))
             elif st == L.ST_GROW_HANDLES:
                 self.S = state.ensure_handles(self.S, int(c["handle"][i]) + 1)
             elif st == L.ST_DIVERGED:

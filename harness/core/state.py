@@ -93,6 +93,21 @@ def _grow_rows(a, rows, fill=0):
     return out
 
 
+# Bytes the per-domain state may take (flush queues and rcache magazines per
+# CPU): a trace of many devices on many CPUs stops with an error instead.
+DOMAIN_STATE_LIMIT = 4 << 30
+
+
+def domain_bytes(S):
+    """Bytes one domain takes: its rows, and the two magazines per CPU and
+    size class init_domain() gives it."""
+    def row(a):
+        return a.itemsize * int(np.prod(a.shape[1:]))
+    mag = row(S.mags) + row(S.mag_len) + row(S.mag_next)
+    rows = (S.D, S.rc, S.fq, S.fqh, S.utlb_tag, S.utlb_stamp, S.utlb_stale)
+    return sum(row(a) for a in rows) + 2 * L.IOVA_RANGE_CACHE_MAX_SIZE * S.rc.shape[1] * mag
+
+
 def ensure_domains(S, n):
     if n <= S.D.shape[0]:
         return S
