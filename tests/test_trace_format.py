@@ -1,6 +1,8 @@
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from harness.errors import TraceError
 from harness.trace import schema as ts
@@ -22,6 +24,28 @@ def test_roundtrip_batches_are_zero_copy_views(tmp_path):
             assert cols["ts"].dtype == np.uint64 and cols["op"].dtype == np.uint8
             rows.extend(cols["handle"].tolist())
         assert rows == list(range(10)) * 2
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sizes=st.lists(st.integers(0, 300), max_size=12))
+def test_writer_writes_whole_aligned_chunks(tmp_path, monkeypatch, sizes):
+    """The trace file gets the bytes in order, in writes of CHUNK at CHUNK
+    offsets but the last (its page cache then holds 2 MiB folios)."""
+    import os
+    from harness.trace import writer
+    monkeypatch.setattr(writer, "CHUNK", 64)
+    writes, real = [], os.write
+    monkeypatch.setattr(os, "write", lambda fd, b: writes.append(len(b)) or real(fd, b))
+    data = np.random.default_rng(len(sizes)).integers(0, 256, sum(sizes), np.uint8).tobytes()
+    path = tmp_path / f"c{len(os.listdir(tmp_path))}"
+    f = writer._ChunkedFile(path)
+    at = 0
+    for n in sizes:
+        assert f.write(memoryview(data)[at:at + n]) == n
+        at += n
+    f.close()
+    assert path.read_bytes() == data
+    assert all(n % 64 == 0 for n in writes[:-1]) and sum(writes) == len(data)
 
 
 def test_writer_leaves_nothing_on_error(tmp_path):

@@ -8,6 +8,7 @@ background thread (Arrow releases the GIL), so generating the next batch
 overlaps writing this one.
 """
 
+import io
 import os
 import queue
 import threading
@@ -18,6 +19,57 @@ import pyarrow as pa
 from harness.trace import schema as ts
 
 
+CHUNK = 2 << 20
+
+
+class _ChunkedFile(io.RawIOBase):
+    """A write-only file written in whole CHUNK-sized writes at CHUNK-aligned
+    offsets (the last one shorter). Linux page caches (ext4, xfs: large
+    folios) then hold the trace in 2 MiB folios, which a reader's mapping
+    maps a PMD at a time: mapping a 1.1 GiB trace took 0.005 s instead of
+    0.05-0.12 s page by page (TraceReader)."""
+
+    def __init__(self, path):
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._buf = bytearray(CHUNK)
+        self._n = 0
+
+    def writable(self):
+        return True
+
+    def _out(self, data):
+        view = memoryview(data)
+        while len(view):
+            view = view[os.write(self._fd, view):]
+
+    def write(self, data):
+        data = memoryview(data).cast("B")
+        size = len(data)
+        if self._n:
+            k = min(CHUNK - self._n, len(data))
+            self._buf[self._n:self._n + k] = data[:k]
+            self._n += k
+            data = data[k:]
+            if self._n < CHUNK:
+                return size
+            self._out(self._buf)
+            self._n = 0
+        whole = len(data) - len(data) % CHUNK
+        if whole:
+            self._out(data[:whole])
+        self._buf[:len(data) - whole] = data[whole:]
+        self._n = len(data) - whole
+        return size
+
+    def close(self):
+        if not self.closed:
+            try:
+                self._out(memoryview(self._buf)[:self._n])
+            finally:
+                os.close(self._fd)
+        super().close()
+
+
 class TraceWriter:
     def __init__(self, path, num_cpus, provenance, extra=()):
         self.path = os.fspath(path)
@@ -26,7 +78,7 @@ class TraceWriter:
         self.columns = [(f.name, f.type) for f in self.schema]
         self.rows = 0
         self._held = None
-        self._sink = pa.OSFile(self.tmp, "wb")
+        self._sink = pa.PythonFile(_ChunkedFile(self.tmp), mode="w")
         self._writer = pa.ipc.new_file(self._sink, self.schema)
         self._queue = queue.Queue(maxsize=2)
         self._error = None
