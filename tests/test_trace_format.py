@@ -91,3 +91,28 @@ def test_bad_files_are_named_errors(tmp_path, make, message):
     with pytest.raises(TraceError) as e:
         TraceReader(p)
     assert str(p) in str(e.value) and message in str(e.value)
+
+
+def _mapped_kib(path):
+    """Resident KiB of this process's mappings of path (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+            inside = fields[-1] == str(path)
+        elif inside and fields[0] == "Rss:":
+            total += int(fields[1])
+    return total
+
+
+def test_reader_keeps_one_batch_mapped(tmp_path):
+    """Pages of finished batches are dropped: a 23 MB trace is read with a
+    few MiB of it mapped at any time, opening included."""
+    evs = [mp(i, i % 1000) if i % 2 == 0 else um(i, (i - 1) % 1000) for i in range(400_000)]
+    p = write_trace(tmp_path / "long.arrow", evs, batch=20_000)
+    with TraceReader(p) as r:
+        peak = _mapped_kib(p)
+        for _, cols in r.batches():
+            assert int(cols["handle"].sum()) >= 0  # touch the batch
+            peak = max(peak, _mapped_kib(p))
+    assert p.stat().st_size > 20 << 20 and peak < 8 << 10

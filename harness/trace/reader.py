@@ -49,7 +49,10 @@ class TraceReader:
         self.schema = self._ipc.schema
         self._validate_schema()
         self.num_batches = self._ipc.num_record_batches
-        self.num_rows = sum(self._batch(i).num_rows for i in range(self.num_batches))
+        self.num_rows = 0
+        for i in range(self.num_batches):
+            self.num_rows += self._batch(i).num_rows
+            self._mm.madvise(mmap.MADV_DONTNEED)  # reading its header mapped the 2 MiB around it
 
     def _batch(self, i):
         try:
