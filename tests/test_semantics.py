@@ -4,6 +4,7 @@ kernel code gives (file/function cited in the modules under test)."""
 import pytest
 
 from harness import models
+from harness.core import layout as L
 from harness.core import state
 from harness.core.pagetable import iommu_pgsize
 from harness.core.simulator import Simulator
@@ -141,7 +142,8 @@ def test_page_tables_past_the_pool_limit_stop_the_run(trace_file):
     # 32 TiB in 4 KiB pages needs 2^24 level-1 tables: an error before any is allocated
     evs = [mp(0, 0, size=1 << 45, iova=0x1000, paddr=0x1000, flags=ts.FLAG_IOMMU_API)]
     with pytest.raises(TraceError, match=r"row 0: column 'size' is 35184372088832: the page tables live "
-                                         r"with this map would pass the simulator's limit of 1,048,576 tables"):
+                                         r"with this event \(a map's worst case: 4 KiB pages\) would pass "
+                                         r"the simulator's limit of 1,048,576 tables"):
         simulate(trace_file(evs))
 
 
@@ -154,6 +156,19 @@ def test_the_pool_limit_counts_live_tables(trace_file, monkeypatch):
     assert r["maps"] == 4 and r["map_enomem"] == 0
     with pytest.raises(TraceError, match="row 3: column 'size' is 1073741824: .* limit of 2,048 tables"):
         simulate(trace_file(gib + [mp(3, 3, size=1 << 30, paddr=0x1000)]))
+
+
+def test_a_stop_for_magazines_at_the_table_limit_grows_the_magazines(monkeypatch):
+    S = Simulator(models.resolve("intel-vtd-legacy"), "strict", "atomic", 2).S
+    monkeypatch.setattr(state, "PT_POOL_LIMIT", S.pt.nbytes)  # the table pool is at its limit
+    S.G[L.G_PT_FREE] = 100  # with over half its tables live
+    S.G[L.G_PT_NEED] = 50  # yet enough for the event, which stopped for magazines
+    S.G[L.G_MAG_FREE] = 0
+    grown = state.grow_pools(S)
+    assert grown.pt.shape == S.pt.shape and grown.mags.shape[0] == 2 * S.mags.shape[0]
+    S.G[L.G_PT_NEED] = 200
+    with pytest.raises(state.PoolLimit):
+        state.grow_pools(S)
 
 
 def test_domain_state_past_the_limit_stops_the_run(trace_file, monkeypatch):

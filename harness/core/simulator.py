@@ -23,12 +23,6 @@ _ERRORS = {
 }
 
 
-def _mag_margin(P, ndom, ncpu):
-    """Free magazines the kernel keeps before an event: per domain, 12 per CPU
-    at init plus what a flush-queue drain into the rcaches can take."""
-    return ndom * ncpu * (P[L.P_FQ_SIZE] // max(1, P[L.P_MAG_SIZE]) + 2 + 2 * L.IOVA_RANGE_CACHE_MAX_SIZE) + 16
-
-
 Params = namedtuple("Params", "P resv flush why")
 
 
@@ -181,7 +175,7 @@ class Simulator:
         order = np.argsort(keys, kind="stable")
         self._dev_keys, self._dev_dom = keys[order], doms[order]
         self.S = state.ensure_domains(self.S, ndom)
-        self.S.P[L.P_MAG_MARGIN] = _mag_margin(self.S.P, ndom, self.num_cpus)
+        self.S.P[L.P_MAG_MARGIN] = state.mag_margin(self.S.P, ndom, self.num_cpus)
 
     def _batch(self, path, row0, c):
         i64 = lambda name: c[name].view(np.int64)  # noqa: E731 (2^63 and up: negative, rejected)
@@ -197,8 +191,8 @@ class Simulator:
                     self.S = state.grow_pools(self.S)
                 except state.PoolLimit as e:
                     raise TraceError(path, f"row {row0 + i}: column 'size' is {c['size'][i]}: the page tables "
-                                     f"live with this map would pass the simulator's limit of {e.args[0]:,} "
-                                     f"tables") from None
+                                     f"live with this event (a map's worst case: 4 KiB pages) would pass the "
+                                     f"simulator's limit of {e.args[0]:,} tables") from None
             elif st == L.ST_NEW_DEVICE:
                 self._add_device(path, row0 + i, int(c["device"][i]))
             elif st == L.ST_GROW_HANDLES:

@@ -98,14 +98,22 @@ def _grow_rows(a, rows, fill=0):
 DOMAIN_STATE_LIMIT = 4 << 30
 
 
+def mag_margin(P, ndom, ncpu):
+    """Free magazines the kernel keeps before an event: per domain, 12 per CPU
+    at init plus what a flush-queue drain into the rcaches can take."""
+    return ndom * ncpu * (P[L.P_FQ_SIZE] // max(1, P[L.P_MAG_SIZE]) + 2 + 2 * L.IOVA_RANGE_CACHE_MAX_SIZE) + 16
+
+
 def domain_bytes(S):
-    """Bytes one domain takes: its rows, and the two magazines per CPU and
-    size class init_domain() gives it."""
+    """Bytes one domain takes: its rows, the two magazines per CPU and size
+    class init_domain() gives it, and its share of the free magazines kept
+    (mag_margin). Pools grow by doubling, so allocations reach up to twice it."""
     def row(a):
         return a.itemsize * int(np.prod(a.shape[1:]))
-    mag = row(S.mags) + row(S.mag_len) + row(S.mag_next)
+    ncpu = S.rc.shape[1]
+    mags = 2 * L.IOVA_RANGE_CACHE_MAX_SIZE * ncpu + mag_margin(S.P, 1, ncpu) - 16
     rows = (S.D, S.rc, S.fq, S.fqh, S.utlb_tag, S.utlb_stamp, S.utlb_stale)
-    return sum(row(a) for a in rows) + 2 * L.IOVA_RANGE_CACHE_MAX_SIZE * S.rc.shape[1] * mag
+    return sum(row(a) for a in rows) + mags * (row(S.mags) + row(S.mag_len) + row(S.mag_next))
 
 
 def ensure_domains(S, n):
@@ -150,15 +158,19 @@ def _grow_pool(S, data, free, gkey, new_cap):
 
 
 def _pt_cap(S):
-    """The page-table pool doubled until it holds what the stopped event
-    needs (G_PT_NEED free slots); PoolLimit past PT_POOL_LIMIT."""
-    cap = new_cap = S.pt.shape[0]
-    while True:
+    """The page-table pool's new size: doubled until it holds what the
+    stopped event needs (G_PT_NEED free slots), at most PT_POOL_LIMIT;
+    PoolLimit when the limit cannot hold it."""
+    cap, free, need = S.pt.shape[0], S.G[L.G_PT_FREE], S.G[L.G_PT_NEED]
+    limit = max(cap, PT_POOL_LIMIT // S.pt[0].nbytes)
+    new_cap = 2 * cap
+    while free + new_cap - cap < need:
         new_cap *= 2
-        if new_cap * S.pt[0].nbytes > PT_POOL_LIMIT:
-            raise PoolLimit(PT_POOL_LIMIT // S.pt[0].nbytes)
-        if S.G[L.G_PT_FREE] + new_cap - cap >= S.G[L.G_PT_NEED]:
-            return new_cap
+    if new_cap <= limit:
+        return new_cap
+    if free + limit - cap < need:
+        raise PoolLimit(limit)
+    return limit
 
 
 def grow_pools(S):
@@ -170,9 +182,10 @@ def grow_pools(S):
     low_mag = S.G[L.G_MAG_FREE] < max(S.mags.shape[0] // 2, 2 * S.P[L.P_MAG_MARGIN])
     if not (low_pt or low_node or low_mag):
         low_pt = low_node = low_mag = True
-    if low_pt:
+    pt_cap = _pt_cap(S) if low_pt else S.pt.shape[0]
+    if pt_cap > S.pt.shape[0]:
         (pt, nb, ch), free = _grow_pool(S, [(S.pt, 0), (S.pt_bytes, 0), (S.pt_charged, 0)],
-                                        S.pt_free, L.G_PT_FREE, _pt_cap(S))
+                                        S.pt_free, L.G_PT_FREE, pt_cap)
         S = S._replace(pt=pt, pt_bytes=nb, pt_charged=ch, pt_free=free)
     if low_node:
         (nodes,), free = _grow_pool(S, [(S.nodes, 0)], S.node_free, L.G_NODE_FREE, 2 * S.nodes.shape[0])

@@ -4,8 +4,8 @@ The file is written under a temporary name and renamed when closed, so an
 interrupted writer never leaves a half-written trace behind. A scatterlist's
 rows never straddle two record batches: rows of a list left open at the end
 of a write are held back and start the next batch. Batches are written by a
-background thread (Arrow releases the GIL), so generating the next batch
-overlaps writing this one.
+background thread (Arrow's encoding and the file writes release the GIL), so
+generating the next batch overlaps writing this one.
 """
 
 import io
@@ -24,13 +24,13 @@ CHUNK = 2 << 20
 
 class _ChunkedFile(io.RawIOBase):
     """A write-only file written in whole CHUNK-sized writes at CHUNK-aligned
-    offsets (the last one shorter). Linux page caches (ext4, xfs: large
-    folios) then hold the trace in 2 MiB folios, which a reader's mapping
-    maps a PMD at a time: mapping a 1.1 GiB trace took 0.005 s instead of
-    0.05-0.12 s page by page (TraceReader)."""
+    offsets (the last one shorter). A page cache with large folios (xfs;
+    ext4 since Linux 6.16) then holds the trace in 2 MiB folios, which a
+    reader's mapping maps a PMD at a time: mapping a 1.1 GiB trace took
+    0.005 s instead of 0.05-0.12 s page by page (TraceReader)."""
 
     def __init__(self, path):
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         self._buf = bytearray(CHUNK)
         self._n = 0
 
@@ -39,8 +39,8 @@ class _ChunkedFile(io.RawIOBase):
 
     def _out(self, data):
         view = memoryview(data)
-        while len(view):
-            view = view[os.write(self._fd, view):]
+        while len(view):  # a write may take less (and at most 2 GiB - 4 KiB)
+            view = view[os.write(self._fd, view[:1 << 30]):]
 
     def write(self, data):
         data = memoryview(data).cast("B")
@@ -62,12 +62,13 @@ class _ChunkedFile(io.RawIOBase):
         return size
 
     def close(self):
-        if not self.closed:
-            try:
-                self._out(memoryview(self._buf)[:self._n])
-            finally:
-                os.close(self._fd)
-        super().close()
+        if self.closed:
+            return
+        try:
+            self._out(memoryview(self._buf)[:self._n])
+        finally:  # closed even when the tail fails: nothing writes to the fd again
+            os.close(self._fd)
+            super().close()
 
 
 class TraceWriter:
@@ -100,8 +101,10 @@ class TraceWriter:
         self._done = True
         self._queue.put(None)
         self._thread.join()
-        self._writer.close()
-        self._sink.close()
+        try:
+            self._writer.close()
+        finally:
+            self._sink.close()
 
     def write(self, columns):
         """Append one record batch; columns maps every column name to an array.
@@ -133,7 +136,11 @@ class TraceWriter:
             self.abort()
             raise ValueError(f"{self.path}: the trace ends inside a scatterlist (flags bit 9 "
                              "on its last row)")
-        self._finish()
+        try:
+            self._finish()
+        except BaseException:
+            self.abort()
+            raise
         if self._error is not None:
             self.abort()
             raise self._error
