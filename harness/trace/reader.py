@@ -5,11 +5,12 @@ a batch its pages are dropped from this process (MADV_DONTNEED on a read-only
 file mapping, in whole 2 MiB stretches), so resident memory stays bounded by
 one batch and a few MiB, not the trace.
 
-Every run maps its trace afresh; page by page, that took 0.05-0.12 s per
-GiB of trace, against 0.23 s for simulating a 1.1 GiB access-only trace. A page cache that
-holds the file in 2 MiB folios is mapped a PMD at a time: TraceWriter writes
-whole 2 MiB chunks, which fills the cache that way, and MADV_HUGEPAGE on the
-mapping makes a trace read from disk come in as 2 MiB readahead.
+Every run maps its trace afresh: page by page, a 1.1 GiB trace took
+0.05-0.12 s to map, against 0.23 s to simulate as an access-only stream. A
+page cache that holds the file in 2 MiB folios is mapped a PMD at a time:
+TraceWriter writes whole 2 MiB chunks, which fills the cache that way, and
+MADV_HUGEPAGE on the mapping makes a trace read from disk come in as 2 MiB
+readahead.
 """
 
 import hashlib
