@@ -17,7 +17,9 @@ the total with the trace's memory-mapped page cache.
 The traces are written by the run and measured as the writer left them
 in the page cache (default), or, with --page-cache disk, after dropping
 them from it and faulting them back in. On the build machine a trace read
-back from disk ran from as fast to a quarter slower, varying by hour.
+back from disk ran from as fast to a quarter slower, varying by hour, while
+traces were mapped page by page; in 2 MiB folios (TraceWriter, TraceReader)
+the two were within 5% of each other in one hour.
 """
 
 import argparse
