@@ -142,7 +142,7 @@ def test_page_tables_past_the_pool_limit_stop_the_run(trace_file):
     # 32 TiB in 4 KiB pages needs 2^24 level-1 tables: an error before any is allocated
     evs = [mp(0, 0, size=1 << 45, iova=0x1000, paddr=0x1000, flags=ts.FLAG_IOMMU_API)]
     with pytest.raises(TraceError, match=r"row 0: column 'size' is 35184372088832: the page tables live "
-                                         r"with this event \(a map's worst case: 4 KiB pages\) would pass "
+                                         r"with this event \(a map counts the most it can need\) would pass "
                                          r"the simulator's limit of 1,048,576 tables"):
         simulate(trace_file(evs))
 
@@ -156,6 +156,15 @@ def test_the_pool_limit_counts_live_tables(trace_file, monkeypatch):
     assert r["maps"] == 4 and r["map_enomem"] == 0
     with pytest.raises(TraceError, match="row 3: column 'size' is 1073741824: .* limit of 2,048 tables"):
         simulate(trace_file(gib + [mp(3, 3, size=1 << 30, paddr=0x1000)]))
+
+
+def test_a_map_in_superpages_counts_the_tables_it_can_need(trace_file):
+    # 2 TiB in 1 GiB pages: 2,048 level-3 leaves in one table; counted page by
+    # page it would need 2^20 level-1 tables, past the pool's limit
+    evs = [mp(0, 0, size=2 << 40, iova=1 << 40, paddr=1 << 40, flags=ts.FLAG_IOMMU_API),
+           ac(1, 0, size=4096, offset=(1 << 40) + 0x1000)]
+    r = simulate(trace_file(evs))
+    assert r["maps"] == 1 and r["pt_pages_alloc"] == 1 + 4 and r["faults"] == 0  # root, 4 level-3 tables
 
 
 def test_a_stop_for_magazines_at_the_table_limit_grows_the_magazines(monkeypatch):

@@ -405,11 +405,20 @@ def _access_run(S, ts_, op, cpu, device, handle, iova_, paddr, size, offset, fla
 
 
 @njit(cache=True, inline="always")
-def _tables_needed(S, length):
-    """Upper bound on tables one map (and its superpage switches) allocates."""
+def _tables_needed(S, length, align):
+    """Upper bound on tables one map (and its superpage switches) allocates.
+    A level's tables hang under the entries of the level above; where those
+    entries can be leaves (a page size of their span, and the map's iova |
+    paddr in align aligned to it), iommu_pgsize() makes them leaves up to the
+    map's tail, so the map needs this level's tables only there."""
     n = 1
     for level in range(2, S.P[L.P_LEVELS] + 1):
-        n += (length >> (12 + S.P[L.P_LVL_PSHIFT + level])) + 2
+        shift = 12 + S.P[L.P_LVL_PSHIFT + level]
+        span = np.int64(1) << shift
+        if S.P[L.P_PGSIZE_BITMAP] & span and align & (span - 1) == 0:
+            n += 2
+        else:
+            n += (length >> shift) + 2
     return n
 
 
@@ -435,7 +444,8 @@ def run_batch(S, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flags
         e = i  # last row of the event: a scatterlist spans rows i..e
         need = 1
         if o == OP_MAP:
-            need = _tables_needed(S, size[i] + gsize)
+            sg = flags[i] & FLAG_SG_MORE  # a list's later segments sit at offsets of its IOVA
+            need = _tables_needed(S, size[i] + gsize, 1 if sg else (iova_[i] | paddr[i]) & -gsize)
             if flags[i] & FLAG_SG_MORE:
                 e, bad = checks.sg_end(ts_, op, cpu, device, handle, iova_, size, flags, i)
                 if bad >= 0:
@@ -445,7 +455,7 @@ def run_batch(S, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flags
                                        j, S.G[L.G_LAST_TS], ncpu)
                     if bad >= 0:
                         return L.ST_BAD + bad, j
-                    need += _tables_needed(S, size[j] + gsize)
+                    need += _tables_needed(S, size[j] + gsize, 1)
         if np.int64(device[i]) != last_dev:
             k = np.searchsorted(dev_keys, device[i])
             if k == len(dev_keys) or dev_keys[k] != device[i]:

@@ -191,7 +191,7 @@ class Simulator:
                     self.S = state.grow_pools(self.S)
                 except state.PoolLimit as e:
                     raise TraceError(path, f"row {row0 + i}: column 'size' is {c['size'][i]}: the page tables "
-                                     f"live with this event (a map's worst case: 4 KiB pages) would pass the "
+                                     f"live with this event (a map counts the most it can need) would pass the "
                                      f"simulator's limit of {e.args[0]:,} tables") from None
             elif st == L.ST_NEW_DEVICE:
                 self._add_device(path, row0 + i, int(c["device"][i]))
