@@ -122,6 +122,7 @@ def test_reader_keeps_one_batch_mapped(tmp_path):
     with TraceReader(p) as r:
         peak = _mapped_kib(p)
         for _, cols in r.batches():
-            assert int(cols["handle"].sum()) >= 0  # touch the batch
+            for col in cols.values():  # touch every page of the batch
+                col.sum()
             peak = max(peak, _mapped_kib(p))
     assert p.stat().st_size > 20 << 20 and peak < 8 << 10

@@ -446,7 +446,7 @@ def run_batch(S, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flags
         if o == OP_MAP:
             sg = flags[i] & FLAG_SG_MORE  # a list's later segments sit at offsets of its IOVA
             need = _tables_needed(S, size[i] + gsize, 1 if sg else (iova_[i] | paddr[i]) & -gsize)
-            if flags[i] & FLAG_SG_MORE:
+            if sg:
                 e, bad = checks.sg_end(ts_, op, cpu, device, handle, iova_, size, flags, i)
                 if bad >= 0:
                     return L.ST_BAD + bad, e
@@ -468,9 +468,9 @@ def run_batch(S, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flags
             need += S.P[L.P_INIT_TABLES] * S.P[L.P_HW_DOMAINS]
         if o == OP_MAP:
             need *= S.P[L.P_HW_DOMAINS]
-        if (S.G[L.G_PT_FREE] < need + S.P[L.P_LEVELS] or S.G[L.G_NODE_FREE] < 4
-                or S.G[L.G_MAG_FREE] < S.P[L.P_MAG_MARGIN]):
-            S.G[L.G_PT_NEED] = need + S.P[L.P_LEVELS]
+        need += S.P[L.P_LEVELS]
+        if S.G[L.G_PT_FREE] < need or S.G[L.G_NODE_FREE] < 4 or S.G[L.G_MAG_FREE] < S.P[L.P_MAG_MARGIN]:
+            S.G[L.G_PT_NEED] = need
             return L.ST_GROW, i
         t = np.int64(ts_[i])
         if t >= S.G[L.G_NEXT_TIMER]:
