@@ -12,28 +12,46 @@ number.
 import numpy as np
 
 from harness.core.compiled import njit
+from harness.core import bits
 from harness.core import layout as L
 from harness.core.pages import splitmix64
 
 
 @njit(cache=True, inline="always")
-def find(tag, dom, s, ways, t, d):
-    """Way holding (tag t, domain d) in row s (ways wide), or -1. A set of a
-    few ways is scanned without an early exit, whose branch a hit at a
-    varying way would mispredict: downwards, so the lowest matching way
-    wins, a select per way. A wide set (a fully associative cache) stops at
-    the hit. A fill follows a miss over every order held, so a row holds
-    each (tag, domain) once."""
+def find(tag, dom, s, ways, t, d, first=0):
+    """Lowest way holding (tag t, domain d) in row s (ways wide), or -1. A
+    row of a few ways is compared without an early exit, whose branch a hit
+    at a varying way would mispredict: downwards, a select per way. A wide
+    row (a fully associative cache) is scanned way by way for the first
+    `first` ways (where a recency-ordered row most often hits), then 64
+    ways at a time. A fill follows a miss over every order held, so a row
+    holds each (tag, domain) once."""
     hit = -1
     if ways <= 16:
         for w in range(ways - 1, -1, -1):
             hit = w if (tag[s, w] == t) & (dom[s, w] == d) else hit
-    else:
-        for w in range(ways):
-            if tag[s, w] == t and dom[s, w] == d:
-                hit = w
-                break
-    return hit
+        return hit
+    lo = min(first, ways)
+    for w in range(lo):
+        if tag[s, w] == t and dom[s, w] == d:
+            return w
+    while ways - lo > 64:
+        m = _matches(tag, dom, s, lo, 64, t, d)
+        if m:
+            return lo + bits.ffs0(m)
+        lo += 64
+    m = _matches(tag, dom, s, lo, ways - lo, t, d)
+    return lo + bits.ffs0(m) if m else -1
+
+
+@njit(cache=True, inline="always")
+def _matches(tag, dom, s, lo, n, t, d):
+    """Bit w set when way lo + w of row s holds (tag t, domain d), w < n <= 64;
+    branch-free, so the compiler makes it vector compares."""
+    m = 0
+    for w in range(n):
+        m |= np.int64((tag[s, lo + w] == t) & (dom[s, lo + w] == d)) << w
+    return m
 
 
 @njit(cache=True, inline="always")

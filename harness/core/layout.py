@@ -54,6 +54,7 @@ P_UTLB_ENTRIES = 76    # per-device micro-TLB in front of the IOTLB (gem5 SMMUv3
 P_INIT_LEVELS = 77     # levels a new domain starts with (AMD v1: 3, grown up to P_LEVELS)
 NUM_PARAMS = 78
 MAX_LEVELS = 6
+WALK_CODES = (MAX_LEVELS + 1) << 7  # walk outcomes of a one-pass size sweep (translate.py)
 
 FAMILY_NONE = 0
 FAMILY_VTD = 1

@@ -15,7 +15,7 @@ from harness.metrics import NUM_COUNTERS
 State = namedtuple("State", (
     "P C G D H pt pt_bytes pt_charged pt_free nodes node_free mags mag_len mag_next mag_free "
     "rc fq fqh gather stack resv tlb_tag tlb_dom tlb_stamp tlb_stale tlb_used tlb_holes tlb_depth "
-    "psc_tag psc_dom psc_stamp utlb_tag utlb_stamp utlb_stale grid CK"))
+    "psc_tag psc_dom psc_stamp utlb_tag utlb_stamp utlb_stale grid CW"))
 
 
 def _stack(cap, first=0):
@@ -70,7 +70,7 @@ def new(P, ncpu, resv, grid=()):
         utlb_tag=np.zeros((0, P[L.P_UTLB_ENTRIES]), np.int64),
         utlb_stamp=np.zeros((0, P[L.P_UTLB_ENTRIES]), np.int64),
         utlb_stale=np.zeros((0, P[L.P_UTLB_ENTRIES]), np.uint8),
-        grid=np.asarray(grid, np.int64).reshape(-1), CK=np.zeros((len(grid), NUM_COUNTERS), np.int64))
+        grid=np.asarray(grid, np.int64).reshape(-1), CW=np.zeros((len(grid), L.WALK_CODES), np.int64))
 
 
 def _full(shape, fill, dtype):

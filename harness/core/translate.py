@@ -21,9 +21,11 @@ an entry that was held leaves the hole in its old place. The top c places
 then hold what a separate c-way cache holds, for every c.
 
 The walk caches see only their own size's misses, so each size has its own
-replica of them (psc_* [size]) and its own miss-side counters (CK[size]:
-misses, walk-cache outcomes, walk reads, faults); the domain core, page
-tables and invalidation commands are shared.
+replica of them (psc_* [size]) and counts its misses by walk outcome
+(CW[size]: where its walk started and stopped, a fault), from which
+size_counters() derives its misses, walk-cache hits and misses, walk reads
+and faults; the domain core, page tables and invalidation commands are
+shared.
 
 One list cannot hold a lookup after which sizes disagree on the entry they
 used: a larger size hits an entry whose PTE has since been cleared (stale,
@@ -35,35 +37,32 @@ False and the caller runs those sizes separately.
 import numpy as np
 
 from harness.core.compiled import njit
-from harness.core import bits, iotlb, pagetable
+from harness.core import bits, cache, iotlb, pagetable
 from harness.core import layout as L
 
 
 @njit(cache=True, inline="always")
-def _psc(S, C, r, d, pfn):
-    """An IOTLB miss consults walk-cache replica r from the lowest level up,
-    counted in C; returns the level the page walk starts below."""
-    C[L.C_IOTLB_MISSES] += 1
+def _psc(S, d, pfn):
+    """An IOTLB miss consults the walk caches from the lowest level up;
+    returns the level the page walk starts below."""
+    S.C[L.C_IOTLB_MISSES] += 1
     levels = S.D[d, L.D_LEVELS]
     for level in range(2, levels + 1):
         if S.P[L.P_PSC_WAYS + level] == 0:
             continue
-        if iotlb.psc_lookup(S, r, d, level, pfn):
-            C[L.C_PSC_L2_HITS + 2 * (level - 2)] += 1
+        if iotlb.psc_lookup(S, 0, d, level, pfn):
+            S.C[L.C_PSC_L2_HITS + 2 * (level - 2)] += 1
             return level
-        C[L.C_PSC_L2_MISSES + 2 * (level - 2)] += 1
+        S.C[L.C_PSC_L2_MISSES + 2 * (level - 2)] += 1
     return levels + 1
 
 
 @njit(cache=True, inline="always")
-def _walked(S, C, r, d, pfn, start, stop, leaf):
-    """The page walk from start down to stop: its reads, the walk-cache
-    entries it fills, a fault when it found no leaf."""
-    C[L.C_WALK_READS] += max(1, start - stop)
+def _walked(S, r, d, pfn, start, stop):
+    """The walk-cache entries (replica r) a page walk from start down to stop
+    fills."""
     for level in range(stop + 1, start):
         iotlb.psc_fill(S, r, d, level, pfn)
-    if leaf == 0:
-        C[L.C_FAULTS] += 1
 
 
 @njit(cache=True, inline="always")
@@ -79,23 +78,23 @@ def translate(S, d, pfn):
         S.C[L.C_IOTLB_MISSES] += 1
         S.C[L.C_FAULTS] += 1
         return
-    start = _psc(S, S.C, 0, d, pfn)
+    start = _psc(S, d, pfn)
     stop, leaf = pagetable.walk(S, d, pfn)
-    _walked(S, S.C, 0, d, pfn, start, stop, leaf)
-    if leaf:
+    S.C[L.C_WALK_READS] += max(1, start - stop)
+    _walked(S, 0, d, pfn, start, stop)
+    if leaf == 0:
+        S.C[L.C_FAULTS] += 1
+    else:
         iotlb.fill(S, d, pfn, leaf - 1)
 
 
 @njit(cache=True, inline="always")
 def _scan(S, s, t, d):
     """(Place of (tag t, domain d) in set s, its depth, or -1; the topmost
-    hole above it or -1): the places newest first, up to the entry (all of
-    them when it is not held)."""
-    n = S.tlb_used[s]
-    k = 0
-    while k < n and not (S.tlb_tag[s, k] == t and S.tlb_dom[s, k] == d):
-        k += 1
-    if k == n:
+    hole above it or -1): the places are newest first, so a hit is most
+    often near the top."""
+    k = cache.find(S.tlb_tag, S.tlb_dom, s, S.tlb_used[s], t, d, 16)
+    if k < 0:
         return -1, -1
     return k, (_first_hole(S, s, k) if S.tlb_holes[s] else -1)
 
@@ -165,13 +164,34 @@ def _any_size(S, lo, hi):
 
 
 def size_counters(S):
-    """Each size's counters beyond the shared ones (S.C): its own (CK) and
-    the hits of lookups whose entry sat above its ways (tlb_depth)."""
-    CK = S.CK.copy()
+    """Each size's counters beyond the shared ones (S.C): its hits, from the
+    depths of the entries lookups found (tlb_depth), and its misses, from
+    their walk outcomes (CW), counted as translate() counts them."""
+    CK = np.zeros((S.grid.shape[0], S.C.shape[0]), np.int64)
     for r, c in enumerate(S.grid):
-        CK[r, L.C_IOTLB_HITS] += S.tlb_depth[:, :c].sum()
-        CK[r, L.C_STALE_HITS] += S.tlb_depth[1, :c].sum()
+        CK[r, L.C_IOTLB_HITS] = S.tlb_depth[:, :c].sum()
+        CK[r, L.C_STALE_HITS] = S.tlb_depth[1, :c].sum()
+        for code in np.flatnonzero(S.CW[r]):
+            n = S.CW[r, code]
+            levels, start, stop, fault = code >> 7, (code >> 4) & 7, (code >> 1) & 7, code & 1
+            CK[r, L.C_IOTLB_MISSES] += n
+            CK[r, L.C_FAULTS] += n * fault
+            if levels == 0:
+                continue  # beyond the address width: no walk
+            for level in range(2, min(start, levels) + 1):
+                if S.P[L.P_PSC_WAYS + level]:
+                    CK[r, L.C_PSC_L2_HITS + 2 * (level - 2) + (level < start)] += n
+            CK[r, L.C_WALK_READS] += n * max(1, start - stop)
     return CK
+
+
+@njit(cache=True, inline="always")
+def _psc_start(S, r, d, levels, pfn):
+    """_psc() in walk-cache replica r, uncounted."""
+    for level in range(2, levels + 1):
+        if iotlb.psc_lookup(S, r, d, level, pfn):
+            return level
+    return levels + 1
 
 
 @njit(cache=True, inline="always")
@@ -196,19 +216,26 @@ def translate_sizes(S, d, pfn):
         nearest = min(nearest, k)
     stale = k1 < width and S.tlb_stale[s1, k1] != 0
     S.tlb_depth[np.int64(stale), k1] += 1  # a hit in every size with more than k1 ways
+    # The sizes with at most k1 ways missed (the grid ascends). Each counts
+    # its miss as a walk outcome, CW[size, code]: code = levels << 7 |
+    # start << 4 | stop << 1 | fault (size_counters()); 1 is a fault beyond
+    # the address width.
+    m = 0
+    while m < S.grid.shape[0] and S.grid[m] <= k1:
+        m += 1
     leaf = -1  # no size missed
-    for r in range(S.grid.shape[0]):
-        if S.grid[r] > k1:
-            break  # this size hits, and so do the larger ones after it
-        if pfn > S.P[L.P_APERTURE_PFN]:
-            S.CK[r, L.C_IOTLB_MISSES] += 1
-            S.CK[r, L.C_FAULTS] += 1
-            leaf = 0
-        else:
-            start = _psc(S, S.CK[r], r, d, pfn)
-            if leaf < 0:  # one walk serves every size: the tables are shared
-                stop, leaf = pagetable.walk(S, d, pfn)
-            _walked(S, S.CK[r], r, d, pfn, start, stop, leaf)
+    if m and pfn > S.P[L.P_APERTURE_PFN]:
+        leaf = 0
+        for r in range(m):
+            S.CW[r, 1] += 1
+    elif m:
+        levels = S.D[d, L.D_LEVELS]
+        stop, leaf = pagetable.walk(S, d, pfn)  # one walk serves every size: the tables are shared
+        code = levels << 7 | stop << 1 | np.int64(leaf == 0)
+        for r in range(m):
+            start = _psc_start(S, r, d, levels, pfn)
+            _walked(S, r, d, pfn, start, stop)
+            S.CW[r, code | start << 4] += 1
     if k1 < width:
         if leaf >= 0 and (stale or leaf - 1 != o1):
             return False  # the sizes that missed do not refill the entry the others hit
