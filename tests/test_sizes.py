@@ -1,14 +1,12 @@
 """One-pass IOTLB size sweeps (core/translate.py) must equal one run per size
 on every counter."""
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness import models
 from harness.core import layout as L
-from harness.core.cache import find
 from harness.core.simulator import Diverged, Simulator, run_sizes
 from harness.errors import HarnessError
 from harness.trace import schema as ts
@@ -175,16 +173,3 @@ def test_refused_when_more_than_the_size_differs(trace_file):
     with pytest.raises(HarnessError, match="more than IOTLB size"):
         _one_pass([a, b.with_overrides(["fq.size=8"])], "strict", "atomic", path)
 
-
-@settings(max_examples=300, deadline=None)
-@given(ways=st.integers(0, 200), first=st.sampled_from([0, 16]), data=st.data())
-def test_find_returns_the_lowest_matching_way(ways, first, data):
-    """cache.find over rows of any width (a select per way up to 16, then way
-    by way and 64 at a time) returns the lowest way holding the tag and
-    domain, or -1."""
-    row = data.draw(st.lists(st.tuples(st.integers(-1, 5), st.integers(0, 1)), min_size=ways, max_size=ways))
-    t, d = data.draw(st.integers(-1, 5)), data.draw(st.integers(0, 1))
-    row += [(t, d)] * 3  # past the row's ways: never found
-    tag, dom = (np.array([[x[i] for x in row]], np.int64) for i in (0, 1))
-    want = next((w for w, x in enumerate(row[:ways]) if x == (t, d)), -1)
-    assert find(tag, dom, 0, ways, t, d, first) == want

@@ -43,8 +43,8 @@ from harness.core import layout as L
 
 @njit(cache=True, inline="always")
 def _psc(S, d, pfn):
-    """An IOTLB miss consults the walk caches from the lowest level up;
-    returns the level the page walk starts below."""
+    """An IOTLB miss consults the walk caches from the lowest level up,
+    counted in S.C; returns the level the page walk starts below."""
     S.C[L.C_IOTLB_MISSES] += 1
     levels = S.D[d, L.D_LEVELS]
     for level in range(2, levels + 1):
@@ -176,7 +176,7 @@ def size_counters(S):
             levels, start, stop, fault = code >> 7, (code >> 4) & 7, (code >> 1) & 7, code & 1
             CK[r, L.C_IOTLB_MISSES] += n
             CK[r, L.C_FAULTS] += n * fault
-            if levels == 0:
+            if code == 1:
                 continue  # beyond the address width: no walk
             for level in range(2, min(start, levels) + 1):
                 if S.P[L.P_PSC_WAYS + level]:
@@ -187,7 +187,8 @@ def size_counters(S):
 
 @njit(cache=True, inline="always")
 def _psc_start(S, r, d, levels, pfn):
-    """_psc() in walk-cache replica r, uncounted."""
+    """_psc() in walk-cache replica r, uncounted (a level of 0 ways is never
+    filled, so never hits)."""
     for level in range(2, levels + 1):
         if iotlb.psc_lookup(S, r, d, level, pfn):
             return level
