@@ -172,4 +172,3 @@ def test_refused_when_more_than_the_size_differs(trace_file):
     a, b = _specs("intel-vtd-legacy", [], [(64, 0), (128, 0)])
     with pytest.raises(HarnessError, match="more than IOTLB size"):
         _one_pass([a, b.with_overrides(["fq.size=8"])], "strict", "atomic", path)
-
