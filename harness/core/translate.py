@@ -42,19 +42,30 @@ from harness.core import layout as L
 
 
 @njit(cache=True, inline="always")
-def _psc(S, d, pfn):
-    """An IOTLB miss consults the walk caches from the lowest level up,
-    counted in S.C; returns the level the page walk starts below."""
-    S.C[L.C_IOTLB_MISSES] += 1
-    levels = S.D[d, L.D_LEVELS]
+def _psc_start(S, r, d, levels, pfn):
+    """An IOTLB miss consults walk-cache replica r (0 but in a one-pass size
+    sweep) from the lowest level up; returns the level the page walk starts
+    below. A level of 0 ways is never filled, so never hits."""
     for level in range(2, levels + 1):
-        if S.P[L.P_PSC_WAYS + level] == 0:
-            continue
-        if iotlb.psc_lookup(S, 0, d, level, pfn):
-            S.C[L.C_PSC_L2_HITS + 2 * (level - 2)] += 1
+        if iotlb.psc_lookup(S, r, d, level, pfn):
             return level
-        S.C[L.C_PSC_L2_MISSES + 2 * (level - 2)] += 1
     return levels + 1
+
+
+@njit(cache=True, inline="always")
+def count_walk(C, P, levels, start, stop, fault, n):
+    """Counters of n IOTLB misses with one walk outcome: the walk caches
+    consulted from level 2 up to start (a hit there when start <= levels),
+    the walk's reads from start down to stop, a fault. levels 0: a miss
+    beyond the address width, which faults without a walk."""
+    C[L.C_IOTLB_MISSES] += n
+    C[L.C_FAULTS] += n * fault
+    if levels == 0:
+        return
+    for level in range(2, min(start, levels) + 1):
+        if P[L.P_PSC_WAYS + level]:
+            C[L.C_PSC_L2_HITS + 2 * (level - 2) + (level < start)] += n
+    C[L.C_WALK_READS] += n * max(1, start - stop)
 
 
 @njit(cache=True, inline="always")
@@ -75,16 +86,14 @@ def translate(S, d, pfn):
             S.C[L.C_STALE_HITS] += 1
         return
     if pfn > S.P[L.P_APERTURE_PFN]:  # beyond the address width: fault, no walk
-        S.C[L.C_IOTLB_MISSES] += 1
-        S.C[L.C_FAULTS] += 1
+        count_walk(S.C, S.P, 0, 0, 0, 1, 1)
         return
-    start = _psc(S, d, pfn)
+    levels = S.D[d, L.D_LEVELS]
+    start = _psc_start(S, 0, d, levels, pfn)
     stop, leaf = pagetable.walk(S, d, pfn)
-    S.C[L.C_WALK_READS] += max(1, start - stop)
     _walked(S, 0, d, pfn, start, stop)
-    if leaf == 0:
-        S.C[L.C_FAULTS] += 1
-    else:
+    count_walk(S.C, S.P, levels, start, stop, np.int64(leaf == 0), 1)
+    if leaf:
         iotlb.fill(S, d, pfn, leaf - 1)
 
 
@@ -166,33 +175,14 @@ def _any_size(S, lo, hi):
 def size_counters(S):
     """Each size's counters beyond the shared ones (S.C): its hits, from the
     depths of the entries lookups found (tlb_depth), and its misses, from
-    their walk outcomes (CW), counted as translate() counts them."""
+    their walk outcomes (CW), counted as translate() counts one."""
     CK = np.zeros((S.grid.shape[0], S.C.shape[0]), np.int64)
     for r, c in enumerate(S.grid):
         CK[r, L.C_IOTLB_HITS] = S.tlb_depth[:, :c].sum()
         CK[r, L.C_STALE_HITS] = S.tlb_depth[1, :c].sum()
         for code in np.flatnonzero(S.CW[r]):
-            n = S.CW[r, code]
-            levels, start, stop, fault = code >> 7, (code >> 4) & 7, (code >> 1) & 7, code & 1
-            CK[r, L.C_IOTLB_MISSES] += n
-            CK[r, L.C_FAULTS] += n * fault
-            if code == 1:
-                continue  # beyond the address width: no walk
-            for level in range(2, min(start, levels) + 1):
-                if S.P[L.P_PSC_WAYS + level]:
-                    CK[r, L.C_PSC_L2_HITS + 2 * (level - 2) + (level < start)] += n
-            CK[r, L.C_WALK_READS] += n * max(1, start - stop)
+            count_walk(CK[r], S.P, code >> 7, (code >> 4) & 7, (code >> 1) & 7, code & 1, S.CW[r, code])
     return CK
-
-
-@njit(cache=True, inline="always")
-def _psc_start(S, r, d, levels, pfn):
-    """_psc() in walk-cache replica r, uncounted (a level of 0 ways is never
-    filled, so never hits)."""
-    for level in range(2, levels + 1):
-        if iotlb.psc_lookup(S, r, d, level, pfn):
-            return level
-    return levels + 1
 
 
 @njit(cache=True, inline="always")
@@ -219,7 +209,7 @@ def translate_sizes(S, d, pfn):
     S.tlb_depth[np.int64(stale), k1] += 1  # a hit in every size with more than k1 ways
     # The sizes with at most k1 ways missed (the grid ascends). Each counts
     # its miss as a walk outcome, CW[size, code]: code = levels << 7 |
-    # start << 4 | stop << 1 | fault (size_counters()); 1 is a fault beyond
+    # start << 4 | stop << 1 | fault (count_walk()); 1 is a fault beyond
     # the address width.
     m = 0
     while m < S.grid.shape[0] and S.grid[m] <= k1:
