@@ -216,6 +216,26 @@ def test_fuzz_trace_reader(tmp_path, data):
         pass
 
 
+@pytest.mark.parametrize("key, message", [
+    (b"iommu_harness.format", r"is \xe9ommu-harness-trace, expected iommu-harness-trace"),
+    (b"iommu_harness.version", r"trace format version \xb1, expected 1"),
+    (b"iommu_harness.num_cpus", "num_cpus missing or not an integer"),
+    (b"iommu_harness.provenance", "provenance is not JSON"),
+])
+def test_metadata_that_is_not_utf8_is_a_trace_error(tmp_path, key, message):
+    """A flipped top bit makes a metadata value invalid UTF-8 (found by the fuzz test)."""
+    import pyarrow as pa
+    with pa.memory_map(str(ARROW_SAMPLE)) as f:
+        table = pa.ipc.open_file(f).read_all()
+    meta = dict(table.schema.metadata)
+    meta[key] = bytes([meta[key][0] ^ 0x80]) + meta[key][1:]
+    p = tmp_path / "t.arrow"
+    with pa.OSFile(str(p), "wb") as f, pa.ipc.new_file(f, table.schema.with_metadata(meta)) as w:
+        w.write_table(table)
+    with pytest.raises(HarnessError, match=re.escape(message)):
+        TraceReader(p)
+
+
 @pytest.mark.parametrize("cmd, line", [
     (ftrace.convert, "  a-1 [000] 1.000000: dma_map_page: 0000:03:00.0 dir=TO_DEVICE "
                      "dma_addr=1000000000000000000000 size=4096 phys_addr=1000 attrs="),

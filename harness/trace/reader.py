@@ -26,6 +26,11 @@ from harness.trace import schema as ts
 HUGE = 2 << 20  # a PMD mapping (writer.CHUNK)
 
 
+def _text(value):
+    """A metadata value for an error message; a corrupt file's need not be UTF-8."""
+    return value.decode(errors="backslashreplace")
+
+
 class TraceReader:
     def __init__(self, path):
         self.path = os.fspath(path)
@@ -69,8 +74,8 @@ class TraceReader:
         fmt = meta.get(ts.META_FORMAT)
         if fmt != ts.FORMAT_NAME.encode():
             raise TraceError(self.path, f"schema metadata {ts.META_FORMAT.decode()} is "
-                             f"{fmt.decode() if fmt else 'missing'}, expected {ts.FORMAT_NAME}")
-        ver = meta.get(ts.META_VERSION, b"").decode()
+                             f"{_text(fmt) if fmt else 'missing'}, expected {ts.FORMAT_NAME}")
+        ver = _text(meta.get(ts.META_VERSION, b""))
         if ver != str(ts.FORMAT_VERSION):
             raise TraceError(self.path, f"trace format version {ver or 'missing'}, "
                              f"expected {ts.FORMAT_VERSION}")
