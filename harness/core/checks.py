@@ -1,5 +1,7 @@
 """The trace contract, checked per event inside the compiled loop."""
 
+import numpy as np
+
 from harness.core.compiled import njit
 from harness.trace import schema as ts
 
@@ -66,6 +68,23 @@ def check(ts_, op, cpu, handle, iova, paddr, size, offset, flags, i, last_ts, nc
     if flags[i] & ts.FLAG_SG_MORE and (op[i] != ts.OP_MAP or flags[i] & ts.FLAG_IOMMU_API):
         return SG_UNSUPPORTED
     return -1
+
+
+@njit(cache=True, inline="always")
+def row_ok(ts_, op, cpu, handle, iova, paddr, size, offset, flags, i, last_ts, ncpu):
+    """Does row i keep every rule check() tests? The same rules in one
+    branch where check() takes one per rule: an unsigned compare tests a
+    signed column's sign and bound at once, and & does not short-circuit.
+    Equal to check(...) == -1 for last_ts >= 0; a row it refuses goes to
+    check() to be named."""
+    u = np.uint64
+    o, sz, f, h = op[i], size[i], flags[i], handle[i]
+    access = o == ts.OP_ACCESS  # an access may name no handle; a map or unmap must
+    return ((o <= ts.OP_ACCESS) & (u(sz - 1) < u(MAX_MAP)) & (access | (h != ts.NO_HANDLE))
+            & (cpu[i] < ncpu) & (f & ~ts.KNOWN_FLAGS == 0) & ((h < MAX_HANDLES) | (h == ts.NO_HANDLE))
+            & (ts_[i] >= last_ts) & (u(iova[i]) < u(MAX_ADDR)) & (u(paddr[i]) < u(MAX_ADDR))
+            & ((o != ts.OP_ACCESS) | (sz <= MAX_ACCESS)) & (u(offset[i]) <= u(MAX_MAP))
+            & ((f & ts.FLAG_SG_MORE == 0) | ((o == ts.OP_MAP) & (f & ts.FLAG_IOMMU_API == 0))))
 
 
 @njit(cache=True)

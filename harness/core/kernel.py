@@ -349,7 +349,10 @@ def _unmap(S, d, cpu, h, size):
 
 
 @njit(cache=True, inline="always")
-def _access(S, d, h, iova_abs, offset, size):
+def _access(S, d, h, iova_abs, offset, size, one_pass):
+    """A device access, page by page; one_pass: through translate_sizes()
+    (a one-pass size sweep), a constant where the loops inline it, so each
+    loop compiles only its own translation."""
     S.C[L.C_ACCESSES] += 1
     S.C[L.C_BYTES_ACCESSED] += size
     if h != NO_HANDLE:
@@ -363,19 +366,15 @@ def _access(S, d, h, iova_abs, offset, size):
         addr = iova_abs
     gs = S.P[L.P_GRANULE_SHIFT]
     for page in range(addr >> gs, ((addr + size - 1) >> gs) + 1):
-        if S.grid.shape[0] == 0:
+        if not one_pass:
             translate.translate(S, d, page << (gs - 12))
         elif not translate.translate_sizes(S, d, page << (gs - 12)):
             return L.ST_DIVERGED
     return L.ST_DONE
 
 
-@njit(cache=True)
-def _access_run(S, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flags, i, dev, d):
-    """Rows i.. while they are valid accesses by device dev (domain d, set
-    up) with no timer due: a device's stream of DMA without run_batch's
-    per-event dispatch. Accesses allocate nothing, so no pool can run low.
-    Returns (status, first row not taken); run_batch takes that row."""
+@njit(cache=True, inline="always")
+def _accesses(S, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flags, i, dev, d, one_pass):
     ncpu = S.P[L.P_NCPU]
     nh = S.H.shape[0]
     nxt = S.G[L.G_NEXT_TIMER]
@@ -388,13 +387,13 @@ def _access_run(S, ts_, op, cpu, device, handle, iova_, paddr, size, offset, fla
         t = np.int64(ts_[i])
         if op[i] != ts.OP_ACCESS or device[i] != dev or t >= nxt:
             break
-        if checks.check(ts_, op, cpu, handle, iova_, paddr, size, offset, flags, i, last, ncpu) >= 0:
+        if not checks.row_ok(ts_, op, cpu, handle, iova_, paddr, size, offset, flags, i, last, ncpu):
             break
         h = np.int64(handle[i])
         if h != NO_HANDLE and h >= nh:
             break
         last = t
-        st = _access(S, d, h, np.int64(iova_[i]), np.int64(offset[i]), np.int64(size[i]))
+        st = _access(S, d, h, np.int64(iova_[i]), np.int64(offset[i]), np.int64(size[i]), one_pass)
         if st != L.ST_DONE:
             break
         i += 1
@@ -402,6 +401,19 @@ def _access_run(S, ts_, op, cpu, device, handle, iova_, paddr, size, offset, fla
     S.G[L.G_LAST_TS] = last
     S.C[L.C_EVENTS] += i - start + (st != L.ST_DONE)
     return st, i
+
+
+@njit(cache=True)
+def _access_run(S, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flags, i, dev, d):
+    """Rows i.. while they are valid accesses by device dev (domain d, set
+    up) with no timer due: a device's stream of DMA without run_batch's
+    per-event dispatch. Accesses allocate nothing, so no pool can run low.
+    A row that may break a rule is left to run_batch, whose check() names
+    the rule. Returns (status, first row not taken); run_batch takes that
+    row."""
+    if S.grid.shape[0]:
+        return _accesses(S, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flags, i, dev, d, True)
+    return _accesses(S, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flags, i, dev, d, False)
 
 
 @njit(cache=True, inline="always")
@@ -436,10 +448,10 @@ def run_batch(S, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flags
     i = start
     while i < len(op):
         prefetch.handle_row(S.H, handle, i)
-        bad = checks.check(ts_, op, cpu, handle, iova_, paddr, size, offset, flags, i,
-                           S.G[L.G_LAST_TS], ncpu)
-        if bad >= 0:
-            return L.ST_BAD + bad, i
+        if not checks.row_ok(ts_, op, cpu, handle, iova_, paddr, size, offset, flags, i,
+                             S.G[L.G_LAST_TS], ncpu):
+            return L.ST_BAD + checks.check(ts_, op, cpu, handle, iova_, paddr, size, offset, flags, i,
+                                           S.G[L.G_LAST_TS], ncpu), i
         o = op[i]
         e = i  # last row of the event: a scatterlist spans rows i..e
         need = 1
@@ -497,7 +509,8 @@ def run_batch(S, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flags
         elif o == OP_UNMAP:
             st = _unmap(S, d, c, h, np.int64(size[i]))
         else:
-            st = _access(S, d, h, np.int64(iova_[i]), np.int64(offset[i]), np.int64(size[i]))
+            st = _access(S, d, h, np.int64(iova_[i]), np.int64(offset[i]), np.int64(size[i]),
+                         S.grid.shape[0] != 0)
         if st != L.ST_DONE:
             return st, i
         i = e + 1
