@@ -63,7 +63,7 @@ def test_row_ok_agrees_on_every_edge_of_a_valid_row(op):
 @given(op=st.sampled_from([ts.OP_MAP, ts.OP_UNMAP, ts.OP_ACCESS]),
        changes=st.lists(st.tuples(st.sampled_from(sorted(EDGES)), st.data()), min_size=1, max_size=3))
 def test_row_ok_agrees_on_rows_with_several_edges(op, changes):
-    """Two or three columns at edges or anywhere in their range."""
+    """One to three columns at edges or anywhere in their range, the rest valid."""
     row = _valid(op)
     for name, data in changes:
         info = np.iinfo(DTYPES[name])
