@@ -153,3 +153,19 @@ def test_fast_path_equals_reference(tmp_path_factory, params, seed, n, handles, 
     fast = simulate(path, flush, gfp, overrides, model)
     ref = reference.run(path, models.resolve(model).with_overrides(overrides), flush, gfp)
     assert fast == ref
+
+
+@pytest.mark.parametrize("hits", [2, 301])
+def test_lru_evicts_the_way_used_least_recently_not_filled_first(tmp_path, hits):
+    """Pages a and b of one 2-way set are filled in that order, then hit
+    alternately, a last; c then evicts b, used least recently though filled
+    last, and a still hits: hits + 1 hits and 4 misses, as in the reference."""
+    from conftest import ac, mp
+    a, b, c = 0, 2, 4  # pages of the mapping: one set of the 2-set IOTLB
+    pages = [a, b] + [b, a] * (hits // 2) + [c, a, b]
+    evs = [mp(0, 0, size=16 * 4096)] + [ac(1 + k, 0, offset=p * 4096) for k, p in enumerate(pages)]
+    path = write_trace(tmp_path / "t.arrow", evs)
+    overrides = ["iotlb.entries=4", "iotlb.ways=2"]
+    fast = simulate(path, "strict", "atomic", overrides, VTD)
+    assert fast == reference.run(path, models.resolve(VTD).with_overrides(overrides), "strict", "atomic")
+    assert (fast["iotlb_hits"], fast["iotlb_misses"]) == (hits // 2 * 2 + 1, 4)

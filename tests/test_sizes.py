@@ -89,6 +89,26 @@ def test_recency_order_invariants(tmp_path_factory, seed, n, flush):
     assert [(held == o).sum() for o in range(52)] == list(S.G[L.G_IOTLB_CNT:L.G_IOTLB_CNT + 52])
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pages=st.lists(st.integers(0, 299), min_size=200, max_size=900),
+       holes=st.lists(st.integers(0, 299), max_size=30, unique=True))
+def test_one_pass_equals_runs_per_size_on_wide_lists(tmp_path_factory, pages, holes):
+    """Recency lists of up to 300 places: the generated traces above keep
+    under 64 pages, so here 300 one-page mappings are touched in a drawn
+    order, with unmaps (holes in the lists) half way. A long list's search
+    takes its first 16 places one by one, then 64 at a time (cache.find)."""
+    half = len(pages) // 2
+    evs = [_map(h, h, 0x1000_0000 + h * 0x1000) for h in range(300)]
+    evs += [_touch(h, 300 + i) for i, h in enumerate(pages[:half])]
+    evs += [_unmap(h, 2000 + i) for i, h in enumerate(holes)]
+    evs += [_touch(h, 3000 + i) for i, h in enumerate(pages[half:])]
+    path = write_trace(tmp_path_factory.mktemp("w") / "t.arrow", evs, batch=97)
+    specs = _specs("intel-vtd-legacy", [], [(e, 0) for e in (1, 16, 65, 100, 300)])
+    results, one_pass = _one_pass(specs, "strict", "atomic", path)
+    assert one_pass
+    assert results == _separate(specs, "strict", "atomic", path)
+
+
 def test_grid_in_any_order(trace_file):
     """run_sizes hands the kernel its sizes ascending and the results back in
     the caller's order."""
