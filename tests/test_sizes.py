@@ -93,10 +93,11 @@ def test_recency_order_invariants(tmp_path_factory, seed, n, flush):
 @given(pages=st.lists(st.integers(0, 299), min_size=200, max_size=900),
        holes=st.lists(st.integers(0, 299), max_size=30, unique=True))
 def test_one_pass_equals_runs_per_size_on_wide_lists(tmp_path_factory, pages, holes):
-    """Recency lists of up to 300 places: the generated traces above keep
-    under 64 pages, so here 300 one-page mappings are touched in a drawn
-    order, with unmaps (holes in the lists) half way. A long list's search
-    takes its first 16 places one by one, then 64 at a time (cache.find)."""
+    """Recency lists of up to 300 places, against runs per size of 1 to 300
+    ways. A list's search takes its first 16 places one by one, then 64 at
+    a time (cache.find), a loop that starts past 80 places: the grids above
+    are at most 64 ways wide. 300 one-page mappings are touched in a drawn
+    order, some unmapped half way (holes in the lists)."""
     half = len(pages) // 2
     evs = [_map(h, h, 0x1000_0000 + h * 0x1000) for h in range(300)]
     evs += [_touch(h, 300 + i) for i, h in enumerate(pages[:half])]
