@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from harness import models, reference
 from harness.trace import schema as ts
 
-from conftest import write_trace
+from conftest import ac, mp, write_trace
 from helpers import simulate
 
 SIZES = [1, 100, 2048, 4096, 5000, 3 * 4096, 64 << 10, 2 << 20, (2 << 20) + 4096, 4 << 20,
@@ -162,7 +162,6 @@ def test_lru_evicts_the_way_used_least_recently_not_filled_first(tmp_path, pairs
     though filled last, and a still hits: 2 * pairs + 1 hits, 3 misses, as
     in the reference. Evicting by fill order, the most recent entry or a
     fixed way would take a instead."""
-    from conftest import ac, mp
     a, b, c = 0, 2, 4  # pages of the mapping: one set of the 2-set IOTLB
     pages = [a, b] + [b, a] * pairs + [c, a]
     evs = [mp(0, 0, size=16 * 4096)] + [ac(1 + k, 0, offset=p * 4096) for k, p in enumerate(pages)]
