@@ -257,6 +257,7 @@ def run(
 def _run_sizes(trace, spec, model, flush, gfp, set_, sizes, out_dir, quiet):
     """`run --iotlb-entries`: one pass over the trace for every IOTLB size."""
     from harness import results
+    from harness.core import state
     from harness.core.simulator import build_params, run_sizes
     from harness.trace.reader import TraceReader
     try:
@@ -280,7 +281,9 @@ def _run_sizes(trace, spec, model, flush, gfp, set_, sizes, out_dir, quiet):
                 err.print(f"wrote {path}", **_WHOLE)
     if quiet:
         return
-    how = "one pass" if one_pass else "one run per size (the sizes diverged: a stale entry hit in some)"
+    passes = -(-len(entries) // state.GRID_MAX)
+    how = (("one pass" if passes == 1 else f"{passes} passes of up to {state.GRID_MAX} sizes") if one_pass
+           else "one run per size where the sizes diverged (a stale entry hit in some)")
     err.print(f"{len(entries)} sizes in {dt:.2f} s, {how}")
     t = Table("iotlb.entries", "miss rate", "misses", "stale hits", "walk reads", "faults",
               title=f"{trace.name}: {model}, flush {flush}, gfp {gfp}")

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from harness import models
 from harness.core import layout as L
+from harness.core import state
 from harness.core.simulator import Diverged, Simulator, run_sizes
 from harness.errors import HarnessError
 from harness.trace import schema as ts
@@ -94,8 +95,8 @@ def test_recency_order_invariants(tmp_path_factory, seed, n, flush):
        holes=st.lists(st.integers(0, 299), max_size=30, unique=True))
 def test_one_pass_equals_runs_per_size_on_wide_lists(tmp_path_factory, pages, holes):
     """Recency lists of up to 300 places, against runs per size of 1 to 300
-    ways. A list's search takes its first 16 places one by one, then 64 at
-    a time (cache.find), a loop that starts past 80 places: the grids above
+    ways. A list's search takes its first 32 places 8 at a time, then 64 at
+    a time (cache.find), a loop that starts past 96 places: the grids above
     are at most 64 ways wide. 300 one-page mappings are touched in a drawn
     order, some unmapped half way (holes in the lists)."""
     half = len(pages) // 2
@@ -107,6 +108,22 @@ def test_one_pass_equals_runs_per_size_on_wide_lists(tmp_path_factory, pages, ho
     specs = _specs("intel-vtd-legacy", [], [(e, 0) for e in (1, 16, 65, 100, 300)])
     results, one_pass = _one_pass(specs, "strict", "atomic", path)
     assert one_pass
+    assert results == _separate(specs, "strict", "atomic", path)
+
+
+def test_grid_beyond_one_pass_runs_in_parts(trace_file):
+    """More sizes than a pass takes (state.GRID_MAX): a pass per part, the
+    results in the caller's order. 80 pages touched twice in turn: the second
+    round hits in an LRU IOTLB of at least 80 entries, in no smaller one."""
+    evs = [_map(h, h, 0x1000_0000 + h * 0x1000) for h in range(80)]
+    evs += [_touch(h, 100 + i) for i, h in enumerate(list(range(80)) * 2)]
+    path = trace_file(evs)
+    entries = [300, 80, 79] + list(range(1, 60)) + [128, 81, 256, 100, 90]
+    assert len(entries) > state.GRID_MAX
+    specs = _specs("intel-vtd-legacy", [], [(e, 0) for e in entries])
+    results, one_pass = _one_pass(specs, "strict", "atomic", path)
+    assert one_pass
+    assert [r["iotlb_hits"] for r in results] == [80 if e >= 80 else 0 for e in entries]
     assert results == _separate(specs, "strict", "atomic", path)
 
 

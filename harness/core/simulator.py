@@ -238,12 +238,18 @@ class Simulator:
 
 def run_sizes(specs, flush, gfp, reader):
     """Results of specs that differ only in IOTLB size (size_grid()), from one
-    pass over the trace; from one run per spec when the sizes diverge.
-    Returns (results, one_pass)."""
+    pass over the trace, or one per state.GRID_MAX sizes in ascending order;
+    from one run per spec for a pass whose sizes diverge. Returns (results,
+    one_pass: no pass diverged)."""
     grid = size_grid(specs, flush, gfp, reader.num_cpus)
     order = sorted(range(len(grid)), key=grid.__getitem__)  # the kernel wants ways ascending
-    try:
-        results = Simulator(specs[0], flush, gfp, reader.num_cpus, [grid[i] for i in order]).run(reader)
-        return [results[order.index(i)] for i in range(len(grid))], True
-    except Diverged:
-        return [Simulator(spec, flush, gfp, reader.num_cpus).run(reader) for spec in specs], False
+    results, one_pass = [None] * len(specs), True
+    for k in range(0, len(order), state.GRID_MAX):
+        part = order[k:k + state.GRID_MAX]
+        try:
+            values = Simulator(specs[part[0]], flush, gfp, reader.num_cpus, [grid[i] for i in part]).run(reader)
+        except Diverged:
+            values, one_pass = [Simulator(specs[i], flush, gfp, reader.num_cpus).run(reader) for i in part], False
+        for i, v in zip(part, values):
+            results[i] = v
+    return results, one_pass

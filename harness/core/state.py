@@ -23,12 +23,19 @@ def _stack(cap, first=0):
     return np.arange(cap - 1, first - 1, -1, dtype=np.int64)
 
 
+# Sizes a one-pass size sweep takes at once: translate._psc_starts() keeps a
+# bit per size in an int64, and (1 << m) - 1 needs m < 64.
+GRID_MAX = 63
+
+
 def new(P, ncpu, resv, grid=()):
     """State for a run; resv: reserved IOVA regions (lo pfn, hi pfn, direct);
     grid: IOTLB ways per size of a one-pass size sweep (translate.py), in
     ascending order; its recency lists are as wide as the widest size."""
     if list(grid) != sorted(grid):
         raise ValueError(f"one-pass grid {list(grid)}: ways must ascend")
+    if len(grid) > GRID_MAX:
+        raise ValueError(f"one-pass grid of {len(grid)} sizes: at most {GRID_MAX}")
     sets, ways = P[L.P_IOTLB_SETS], max(grid, default=P[L.P_IOTLB_WAYS])
     replicas = max(1, len(grid))
     nq = 1 if P[L.P_FLUSH] == L.FLUSH_LAZY_SINGLE else ncpu
@@ -60,15 +67,15 @@ def new(P, ncpu, resv, grid=()):
         gather=np.zeros(L.GATHER_LEN, np.int64), stack=np.zeros((12, 4), np.int64),
         resv=np.asarray(resv, np.int64).reshape(-1, 3),
         tlb_tag=np.full((sets, ways), -1, np.int64), tlb_dom=np.zeros((sets, ways), np.int64),
-        tlb_stamp=np.zeros((sets, ways), np.int64),
+        tlb_stamp=np.zeros((sets, ways + 2), np.int64),  # + the held-back stamp (cache.py)
         tlb_stale=np.zeros((sets, ways), np.uint8),
         tlb_used=np.zeros(sets, np.int64), tlb_holes=np.zeros(sets, np.int64),
         tlb_depth=np.zeros((2, ways + 1), np.int64),
         psc_tag=np.full((replicas, rows, psc_ways), -1, np.int64),
         psc_dom=np.zeros((replicas, rows, psc_ways), np.int64),
-        psc_stamp=np.zeros((replicas, rows, psc_ways), np.int64),
+        psc_stamp=np.zeros((replicas, rows, psc_ways + 2), np.int64),
         utlb_tag=np.zeros((0, P[L.P_UTLB_ENTRIES]), np.int64),
-        utlb_stamp=np.zeros((0, P[L.P_UTLB_ENTRIES]), np.int64),
+        utlb_stamp=np.zeros((0, P[L.P_UTLB_ENTRIES] + 2), np.int64),
         utlb_stale=np.zeros((0, P[L.P_UTLB_ENTRIES]), np.uint8),
         grid=np.asarray(grid, np.int64).reshape(-1), CW=np.zeros((len(grid), L.WALK_CODES), np.int64))
 

@@ -42,12 +42,13 @@ from harness.core import layout as L
 
 
 @njit(cache=True, inline="always")
-def _psc_start(S, r, d, levels, pfn):
-    """An IOTLB miss consults walk-cache replica r (0 but in a one-pass size
-    sweep) from the lowest level up; returns the level the page walk starts
-    below. A level of 0 ways is never filled, so never hits."""
+def _psc_start(S, d, levels, pfn):
+    """An IOTLB miss consults the walk caches (replica 0; a one-pass size
+    sweep consults its replicas in _psc_starts()) from the lowest level up;
+    returns the level the page walk starts below. A level of 0 ways is never
+    filled, so never hits."""
     for level in range(2, levels + 1):
-        if iotlb.psc_lookup(S, r, d, level, pfn):
+        if iotlb.psc_lookup(S, 0, d, level, pfn):
             return level
     return levels + 1
 
@@ -89,7 +90,7 @@ def translate(S, d, pfn):
         count_walk(S.C, S.P, 0, 0, 0, 1, 1)
         return
     levels = S.D[d, L.D_LEVELS]
-    start = _psc_start(S, 0, d, levels, pfn)
+    start = _psc_start(S, d, levels, pfn)
     stop, leaf = pagetable.walk(S, d, pfn)
     _walked(S, 0, d, pfn, start, stop)
     count_walk(S.C, S.P, levels, start, stop, np.int64(leaf == 0), 1)
@@ -102,7 +103,7 @@ def _scan(S, s, t, d):
     """(Place of (tag t, domain d) in set s, its depth, or -1; the topmost
     hole above it or -1): the places are newest first, so a hit is most
     often near the top."""
-    k = cache.find(S.tlb_tag, S.tlb_dom, s, S.tlb_used[s], t, d, 16)
+    k = cache.find(S.tlb_tag, S.tlb_dom, s, S.tlb_used[s], t, d, 32)
     if k < 0:
         return -1, -1
     return k, (_first_hole(S, s, k) if S.tlb_holes[s] else -1)
@@ -164,6 +165,39 @@ def _fill(S, d, pfn, o):
 
 
 @njit(cache=True, inline="always")
+def _psc_starts(S, m, d, levels, pfn, stop, code):
+    """_psc_start() and _walked() of walk-cache replicas 0..m-1, whose sizes
+    missed, counted in CW[r, code | start << 4]; a level at a time, its key
+    and row computed once for every replica still searching. Replicas are
+    independent (one pass refuses walk caches that draw random numbers), so
+    the order among them changes no result, and a level's G_PSC_LEVELS bit,
+    tested once, stays valid: the fills of a replica that hits are of levels
+    below."""
+    searching = (np.int64(1) << m) - 1
+    for level in range(2, levels + 1):
+        if searching == 0:
+            break
+        if not (S.G[L.G_PSC_LEVELS] >> level) & 1:  # no replica holds an entry of this level
+            continue
+        key = pfn >> S.P[L.P_LVL_PSHIFT + level]
+        row = iotlb._psc_row(S, level, key)
+        ways, policy = S.P[L.P_PSC_WAYS + level], S.P[L.P_PSC_POLICY]
+        left = searching
+        while left:
+            r = bits.ffs0(left)
+            left &= left - 1
+            if cache.lookup(S.psc_tag[r], S.psc_dom[r], S.psc_stamp[r], row, ways, key, d, S.G, policy) >= 0:
+                searching &= ~(np.int64(1) << r)
+                _walked(S, r, d, pfn, level, stop)
+                S.CW[r, code | level << 4] += 1
+    while searching:
+        r = bits.ffs0(searching)
+        searching &= searching - 1
+        _walked(S, r, d, pfn, levels + 1, stop)
+        S.CW[r, code | (levels + 1) << 4] += 1
+
+
+@njit(cache=True, inline="always")
 def _any_size(S, lo, hi):
     """Does a size of the grid have more than lo and at most hi ways?"""
     for c in S.grid:
@@ -212,8 +246,8 @@ def translate_sizes(S, d, pfn):
     # start << 4 | stop << 1 | fault (count_walk()); 1 is a fault beyond
     # the address width.
     m = 0
-    while m < S.grid.shape[0] and S.grid[m] <= k1:
-        m += 1
+    for c in S.grid:  # no early exit, whose branch would depend on the depth
+        m += c <= k1
     leaf = -1  # no size missed
     if m and pfn > S.P[L.P_APERTURE_PFN]:
         leaf = 0
@@ -222,11 +256,7 @@ def translate_sizes(S, d, pfn):
     elif m:
         levels = S.D[d, L.D_LEVELS]
         stop, leaf = pagetable.walk(S, d, pfn)  # one walk serves every size: the tables are shared
-        code = levels << 7 | stop << 1 | np.int64(leaf == 0)
-        for r in range(m):
-            start = _psc_start(S, r, d, levels, pfn)
-            _walked(S, r, d, pfn, start, stop)
-            S.CW[r, code | start << 4] += 1
+        _psc_starts(S, m, d, levels, pfn, stop, levels << 7 | stop << 1 | np.int64(leaf == 0))
     if k1 < width:
         if leaf >= 0 and (stale or leaf - 1 != o1):
             return False  # the sizes that missed do not refill the entry the others hit
