@@ -136,15 +136,13 @@ def fill(tag, dom, stamp, s, ways, t, d, G, policy):
     tag or -1)."""
     p = stamp.shape[1] - 2  # the held-back stamp goes to its way: the victim search reads them all
     stamp[s, stamp[s, p]] = stamp[s, p + 1]
-    victim = -1
-    oldest = np.int64(1) << 62
-    for w in range(ways):
-        if tag[s, w] == -1:
-            victim = w
-            break
-        if stamp[s, w] < oldest:
-            oldest = stamp[s, w]
-            victim = w
+    victim = find(tag, tag, s, ways, -1, -1)  # the lowest invalid way
+    if victim < 0:  # a full row (a lazy micro-TLB full of stale entries): the oldest, without branches
+        victim, oldest = 0, stamp[s, 0]
+        for w in range(1, ways):
+            older = stamp[s, w] < oldest
+            victim = w if older else victim
+            oldest = stamp[s, w] if older else oldest
     if policy == L.POLICY_RANDOM and tag[s, victim] != -1:
         victim = np.int64(splitmix64(G, L.G_CACHE_RNG) % np.uint64(ways))
     evicted = tag[s, victim]
