@@ -111,11 +111,18 @@ def _match8(typingctx, tag, dom, s, w, t, d):
 
 
 @njit(cache=True, inline="always")
+def settle(stamp, s):
+    """Write row s's held-back stamp to its way."""
+    p = stamp.shape[1] - 2
+    stamp[s, stamp[s, p]] = stamp[s, p + 1]
+
+
+@njit(cache=True, inline="always")
 def touch(stamp, s, w, clock):
     """Stamp way w of row s with clock: the row's held-back stamp goes to its
     way and this one is held back in its place."""
+    settle(stamp, s)
     p = stamp.shape[1] - 2
-    stamp[s, stamp[s, p]] = stamp[s, p + 1]
     stamp[s, p] = w
     stamp[s, p + 1] = clock
 
@@ -134,8 +141,7 @@ def lookup(tag, dom, stamp, s, ways, t, d, G, policy):
 def fill(tag, dom, stamp, s, ways, t, d, G, policy):
     """Insert (tag t, domain d) into row s (ways wide); returns (way, evicted
     tag or -1)."""
-    p = stamp.shape[1] - 2  # the held-back stamp goes to its way: the victim search reads them all
-    stamp[s, stamp[s, p]] = stamp[s, p + 1]
+    settle(stamp, s)  # the victim search reads every stamp
     victim = find(tag, tag, s, ways, -1, -1)  # the lowest invalid way
     if victim < 0:  # a full row (a lazy micro-TLB full of stale entries): the oldest, without branches
         victim, oldest = 0, stamp[s, 0]
