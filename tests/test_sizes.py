@@ -1,13 +1,15 @@
 """One-pass IOTLB size sweeps (core/translate.py) must equal one run per size
 on every counter."""
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness import models
 from harness.core import layout as L
-from harness.core import state
+from harness.core import state, translate
+from harness.core.compiled import njit
 from harness.core.simulator import Diverged, Simulator, run_sizes
 from harness.errors import HarnessError
 from harness.trace import schema as ts
@@ -96,7 +98,8 @@ def test_recency_order_invariants(tmp_path_factory, seed, n, flush):
 def test_one_pass_equals_runs_per_size_on_wide_lists(tmp_path_factory, pages, holes):
     """Recency lists of up to 300 places, against runs per size of 1 to 300
     ways. A list's search takes its first 32 places 8 at a time, then 64 at
-    a time (cache.find), a loop that starts past 96 places: the grids above
+    a time (cache.find), a loop that starts past 96 places, and a move of
+    more than 32 places is a memmove (translate._shift): the grids above
     are at most 64 ways wide. 300 one-page mappings are touched in a drawn
     order, some unmapped half way (holes in the lists)."""
     half = len(pages) // 2
@@ -210,3 +213,21 @@ def test_refused_when_more_than_the_size_differs(trace_file):
     a, b = _specs("intel-vtd-legacy", [], [(64, 0), (128, 0)])
     with pytest.raises(HarnessError, match="more than IOTLB size"):
         _one_pass([a, b.with_overrides(["fq.size=8"])], "strict", "atomic", path)
+
+
+@given(st.integers(0, 299), st.sampled_from([np.int64, np.uint8]))
+@settings(max_examples=40, deadline=None)
+def test_move_down_is_the_overlapping_slice_move(p, dtype):
+    """translate._move_down, the memmove of a long shift, moves places 0..p-1
+    of one row down one as numpy's overlapping slice assignment does, and
+    touches no other row or place."""
+    a = np.arange(3 * 300, dtype=np.int64).reshape(3, 300).astype(dtype)
+    want = a.copy()
+    want[1, 1:p + 1] = want[1, :p].copy()
+    _moved(a, 1, p)
+    assert (a == want).all()
+
+
+@njit
+def _moved(a, s, p):
+    translate._move_down(a, s, p)

@@ -35,6 +35,8 @@ False and the caller runs those sizes separately.
 """
 
 import numpy as np
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 from harness.core.compiled import njit
 from harness.core import bits, cache, iotlb, pagetable
@@ -120,11 +122,38 @@ def _first_hole(S, s, n):
 
 @njit(cache=True, inline="always")
 def _shift(S, s, p):
-    """Places 0..p-1 of set s move down one, over place p."""
+    """Places 0..p-1 of set s move down one, over place p: a memmove of
+    each array when the move is long (a fully associative list; on the build
+    machine 939 places took 0.18 us against 0.4-0.9 way by way), else way
+    by way, which is as fast for a few places as the call."""
+    if p > 32:
+        _move_down(S.tlb_tag, s, p)
+        _move_down(S.tlb_dom, s, p)
+        _move_down(S.tlb_stale, s, p)
+        return
     for q in range(p, 0, -1):
         S.tlb_tag[s, q] = S.tlb_tag[s, q - 1]
         S.tlb_dom[s, q] = S.tlb_dom[s, q - 1]
         S.tlb_stale[s, q] = S.tlb_stale[s, q - 1]
+
+
+@intrinsic
+def _move_down(typingctx, a, s, p):
+    """a[s, 1:p + 1] = a[s, :p] for a C-contiguous 2-D array: one memmove
+    (numba's slice assignment copies an overlapping source to a new array
+    first)."""
+    if not (isinstance(a, types.Array) and a.ndim == 2 and a.layout == "C"):
+        return None
+
+    def codegen(context, builder, sig, args):
+        aty = sig.args[0]
+        arr = context.make_array(aty)(context, builder, args[0])
+        shape, strides = cgutils.unpack_tuple(builder, arr.shape), cgutils.unpack_tuple(builder, arr.strides)
+        at = [cgutils.get_item_pointer2(context, builder, arr.data, shape, strides, "C",
+                                        [args[1], context.get_constant(types.intp, w)]) for w in (0, 1)]
+        cgutils.raw_memmove(builder, at[1], at[0], args[2], context.get_abi_sizeof(context.get_data_type(aty.dtype)))
+        return context.get_dummy_value()
+    return types.none(a, types.int64, types.int64), codegen
 
 
 @njit(cache=True, inline="always")
