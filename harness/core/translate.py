@@ -197,32 +197,39 @@ def _fill(S, d, pfn, o):
 def _psc_starts(S, m, d, levels, pfn, stop, code):
     """_psc_start() and _walked() of walk-cache replicas 0..m-1, whose sizes
     missed, counted in CW[r, code | start << 4]; a level at a time, its key
-    and row computed once for every replica still searching. Replicas are
-    independent (one pass refuses walk caches that draw random numbers), so
-    the order among them changes no result, and a level's G_PSC_LEVELS bit,
-    tested once, stays valid: the fills of a replica that hits are of levels
-    below."""
+    and row computed once for the replicas that look it up and, as the walk
+    fills the levels below its start, for the replicas that missed it.
+    Replicas are independent (one pass refuses walk caches that draw random
+    numbers), and so are a replica's levels (rows of their own): the order
+    of their lookups and fills changes no result; a fill's stamp is newer
+    than every stamp of its row either way. A level's G_PSC_LEVELS bit,
+    tested before its fills, is the one translate() sees."""
     searching = (np.int64(1) << m) - 1
+    policy = S.P[L.P_PSC_POLICY]
     for level in range(2, levels + 1):
         if searching == 0:
             break
-        if not (S.G[L.G_PSC_LEVELS] >> level) & 1:  # no replica holds an entry of this level
-            continue
+        ways = S.P[L.P_PSC_WAYS + level]
         key = pfn >> S.P[L.P_LVL_PSHIFT + level]
         row = iotlb._psc_row(S, level, key)
-        ways, policy = S.P[L.P_PSC_WAYS + level], S.P[L.P_PSC_POLICY]
-        left = searching
-        while left:
-            r = bits.ffs0(left)
-            left &= left - 1
-            if cache.lookup(S.psc_tag[r], S.psc_dom[r], S.psc_stamp[r], row, ways, key, d, S.G, policy) >= 0:
-                searching &= ~(np.int64(1) << r)
-                _walked(S, r, d, pfn, level, stop)
-                S.CW[r, code | level << 4] += 1
+        if (S.G[L.G_PSC_LEVELS] >> level) & 1:  # a replica holds an entry of this level
+            left = searching
+            while left:
+                r = bits.ffs0(left)
+                left &= left - 1
+                if cache.lookup(S.psc_tag[r], S.psc_dom[r], S.psc_stamp[r], row, ways, key, d, S.G, policy) >= 0:
+                    searching &= ~(np.int64(1) << r)
+                    S.CW[r, code | level << 4] += 1
+        if searching and ways and level > stop:  # the walks of the rest start above: they fill this level
+            S.G[L.G_PSC_LEVELS] |= 1 << level
+            left = searching
+            while left:
+                r = bits.ffs0(left)
+                left &= left - 1
+                cache.fill(S.psc_tag[r], S.psc_dom[r], S.psc_stamp[r], row, ways, key, d, S.G, policy)
     while searching:
         r = bits.ffs0(searching)
         searching &= searching - 1
-        _walked(S, r, d, pfn, levels + 1, stop)
         S.CW[r, code | (levels + 1) << 4] += 1
 
 
