@@ -123,29 +123,30 @@ def fastest(path, flush, model, repeat):
 SIZE_GRIDS = [("64 sets", 64, [64 << k for k in range(9)]), ("fully assoc.", 0, [16 << k for k in range(9)])]
 
 
-def size_sweep(kind, options, model="intel-vtd-legacy", flush="strict"):
-    """One pass over a 9-size IOTLB grid against one run per size (fastest
-    of 3 each); the counters must be equal."""
+def size_sweep(kind, options, model="intel-vtd-legacy", flush="strict", rounds=3):
+    """One pass over a 9-size IOTLB grid against one run per size, the
+    fastest of `rounds` each; a round runs the pass and then every size, so
+    a slow spell of a shared machine slows both sides, not one. The
+    counters must be equal."""
     from harness.core.simulator import run_sizes
     path = _trace(CACHE / f"sizes-{kind}.arrow", lambda p: synth.generate(kind, p, seed=1, **options))
 
-    def best_of_3(f):
-        best = None
-        for _ in range(3):
-            t = time.perf_counter()
-            out = f()
-            dt = time.perf_counter() - t
-            best = (out, dt) if best is None or dt < best[1] else best
-        return best
+    def timed(f):
+        t = time.perf_counter()
+        out = f()
+        return out, time.perf_counter() - t
 
     for label, sets, entries in SIZE_GRIDS:
         specs = [models.resolve(model).with_overrides(
             [f"iotlb.entries={e}", f"iotlb.ways={e // sets if sets else 0}"]) for e in entries]
+        t_grid, times = float("inf"), [float("inf")] * len(specs)
         with TraceReader(path) as r:
-            (grid, one_pass), t_grid = best_of_3(lambda: run_sizes(specs, flush, "atomic", r))
-            alone = [best_of_3(lambda: Simulator(sp, flush, "atomic", r.num_cpus).run(r)) for sp in specs]
+            for _ in range(rounds):
+                (grid, one_pass), dt = timed(lambda: run_sizes(specs, flush, "atomic", r))
+                t_grid = min(t_grid, dt)
+                alone = [timed(lambda: Simulator(sp, flush, "atomic", r.num_cpus).run(r)) for sp in specs]
+                times = [min(t, dt) for t, (_, dt) in zip(times, alone)]
         same = one_pass and grid == [v for v, _ in alone]
-        times = [t for _, t in alone]
         print(f"{kind:<11} {label:<13} {entries[0]:>5}..{entries[-1]:<6} {r.num_rows:>10,} {t_grid:>8.2f} "
               f"{min(times):>8.2f} {max(times):>8.2f} {t_grid / max(times):>8.2f}x "
               f"{t_grid / min(times):>7.2f}x  {'equal' if same else 'DIFFERENT'}")
@@ -267,7 +268,7 @@ def main():
     print(f"\n{'trace':<11} {'9 sizes':<13} {'entries':<13} {'events':>10} {'1 pass':>8} "
           f"{'min run':>8} {'max run':>8} {'vs max':>9} {'vs min':>8}  (intel-vtd-legacy strict)")
     for kind, options in (("nvme", dict(ios=40_000)), ("vfio-guest", dict(accesses=2_000_000))):
-        size_sweep(kind, options)
+        size_sweep(kind, options, rounds=args.repeat)
     if args.rss_events:
         PAGE_CACHE["state"] = None  # reused if present: peak RSS does not depend on the page-cache state
         big = nic_trace(args.rss_events)

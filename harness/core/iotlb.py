@@ -218,39 +218,18 @@ def psc_invalidate_range(S, d, pfn, npages):
 
 @njit(cache=True, inline="always")
 def _psc_drop(S, r, s, level, d, k0, k1):
-    """Drop domain d's entries of walk-cache row s with keys in [k0, k1]."""
+    """Drop domain d's entries of walk-cache row s with keys in [k0, k1];
+    without branches: a strict unmap's invalidation most often drops one
+    entry of the row, at a way no branch predicts."""
     tag, dom = S.psc_tag, S.psc_dom
     for w in range(S.P[L.P_PSC_WAYS + level]):
         t = tag[r, s, w]
-        if k0 <= t <= k1 and dom[r, s, w] == d:
-            tag[r, s, w] = -1
+        tag[r, s, w] = -1 if (k0 <= t) & (t <= k1) & (dom[r, s, w] == d) else t
 
 
 @njit(cache=True, inline="always")
 def _psc_row(S, level, key):
     return S.P[L.P_PSC_BASE + level] + (key & (S.P[L.P_PSC_SETS + level] - 1))
-
-
-@njit(cache=True, inline="always")
-def psc_lookup(S, r, d, level, pfn):
-    """Walk-cache lookup in replica r (0 but in a one-pass size sweep). A
-    level no fill has reached holds nothing: a miss without a scan."""
-    if not (S.G[L.G_PSC_LEVELS] >> level) & 1:
-        return False
-    key = pfn >> S.P[L.P_LVL_PSHIFT + level]
-    return cache.lookup(S.psc_tag[r], S.psc_dom[r], S.psc_stamp[r], _psc_row(S, level, key),
-                        S.P[L.P_PSC_WAYS + level], key, d, S.G, S.P[L.P_PSC_POLICY]) >= 0
-
-
-@njit(cache=True, inline="always")
-def psc_fill(S, r, d, level, pfn):
-    ways = S.P[L.P_PSC_WAYS + level]
-    if ways == 0:
-        return
-    S.G[L.G_PSC_LEVELS] |= 1 << level
-    key = pfn >> S.P[L.P_LVL_PSHIFT + level]
-    cache.fill(S.psc_tag[r], S.psc_dom[r], S.psc_stamp[r], _psc_row(S, level, key), ways, key, d, S.G,
-               S.P[L.P_PSC_POLICY])
 
 
 @njit(cache=True, inline="always")

@@ -44,14 +44,26 @@ from harness.core import layout as L
 
 
 @njit(cache=True, inline="always")
-def _psc_start(S, d, levels, pfn):
-    """An IOTLB miss consults the walk caches (replica 0; a one-pass size
-    sweep consults its replicas in _psc_starts()) from the lowest level up;
-    returns the level the page walk starts below. A level of 0 ways is never
-    filled, so never hits."""
+def _walk_caches(S, d, levels, pfn, stop):
+    """An IOTLB miss consults the walk caches from the lowest level up and
+    the walk fills the levels it reads below the one that hit (stop: where
+    the walk ends); returns the level the walk starts below. A level at a
+    time, its key and row computed once for its lookup and its fill; the
+    levels have rows of their own, so filling a level before the levels
+    above are consulted changes no result. A level of 0 ways is never
+    filled, so never hits; a level no fill has reached (G_PSC_LEVELS) holds
+    nothing: a miss without a scan."""
+    policy = S.P[L.P_PSC_POLICY]
     for level in range(2, levels + 1):
-        if iotlb.psc_lookup(S, 0, d, level, pfn):
-            return level
+        ways = S.P[L.P_PSC_WAYS + level]
+        key = pfn >> S.P[L.P_LVL_PSHIFT + level]
+        row = iotlb._psc_row(S, level, key)
+        if (S.G[L.G_PSC_LEVELS] >> level) & 1:
+            if cache.lookup(S.psc_tag[0], S.psc_dom[0], S.psc_stamp[0], row, ways, key, d, S.G, policy) >= 0:
+                return level
+        if ways and level > stop:
+            S.G[L.G_PSC_LEVELS] |= 1 << level
+            cache.fill(S.psc_tag[0], S.psc_dom[0], S.psc_stamp[0], row, ways, key, d, S.G, policy)
     return levels + 1
 
 
@@ -72,14 +84,6 @@ def count_walk(C, P, levels, start, stop, fault, n):
 
 
 @njit(cache=True, inline="always")
-def _walked(S, r, d, pfn, start, stop):
-    """The walk-cache entries (replica r) a page walk from start down to stop
-    fills."""
-    for level in range(stop + 1, start):
-        iotlb.psc_fill(S, r, d, level, pfn)
-
-
-@njit(cache=True, inline="always")
 def translate(S, d, pfn):
     S.C[L.C_LOOKUPS] += 1
     r = iotlb.lookup(S, d, pfn)
@@ -92,9 +96,8 @@ def translate(S, d, pfn):
         count_walk(S.C, S.P, 0, 0, 0, 1, 1)
         return
     levels = S.D[d, L.D_LEVELS]
-    start = _psc_start(S, d, levels, pfn)
-    stop, leaf = pagetable.walk(S, d, pfn)
-    _walked(S, 0, d, pfn, start, stop)
+    stop, leaf = pagetable.walk(S, d, pfn)  # reads the tables only: before the walk caches or after
+    start = _walk_caches(S, d, levels, pfn, stop)
     count_walk(S.C, S.P, levels, start, stop, np.int64(leaf == 0), 1)
     if leaf:
         iotlb.fill(S, d, pfn, leaf - 1)
@@ -195,7 +198,7 @@ def _fill(S, d, pfn, o):
 
 @njit(cache=True, inline="always")
 def _psc_starts(S, m, d, levels, pfn, stop, code):
-    """_psc_start() and _walked() of walk-cache replicas 0..m-1, whose sizes
+    """_walk_caches() of walk-cache replicas 0..m-1, whose sizes
     missed, counted in CW[r, code | start << 4]; a level at a time, its key
     and row computed once for the replicas that look it up and, as the walk
     fills the levels below its start, for the replicas that missed it.
