@@ -349,12 +349,14 @@ def _unmap(S, d, cpu, h, size):
 
 
 @njit(cache=True, inline="always")
-def _access(S, d, h, iova_abs, offset, size, one_pass):
+def _access(S, d, h, iova_abs, offset, size, one_pass, counted=False):
     """A device access, page by page; one_pass: through translate_sizes()
     (a one-pass size sweep), a constant where the loops inline it, so each
-    loop compiles only its own translation."""
-    S.C[L.C_ACCESSES] += 1
-    S.C[L.C_BYTES_ACCESSED] += size
+    loop compiles only its own translation; counted: the caller counts the
+    access and its bytes."""
+    if not counted:
+        S.C[L.C_ACCESSES] += 1
+        S.C[L.C_BYTES_ACCESSED] += size
     if h != NO_HANDLE:
         st = S.H[h, L.H_STATE]
         if st == L.HS_NONE:
@@ -382,8 +384,9 @@ def _accesses(S, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flags
     n = len(op)
     st = L.ST_DONE
     start = i
+    nbytes = 0
     while i < n:
-        prefetch.handle_row(S.H, handle, i)
+        prefetch.other_handle_row(S.H, handle, i)
         t = np.int64(ts_[i])
         if op[i] != ts.OP_ACCESS or device[i] != dev or t >= nxt:
             break
@@ -393,13 +396,17 @@ def _accesses(S, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flags
         if h != NO_HANDLE and h >= nh:
             break
         last = t
-        st = _access(S, d, h, np.int64(iova_[i]), np.int64(offset[i]), np.int64(size[i]), one_pass)
+        nbytes += np.int64(size[i])
+        st = _access(S, d, h, np.int64(iova_[i]), np.int64(offset[i]), np.int64(size[i]), one_pass, True)
         if st != L.ST_DONE:
             break
         i += 1
     S.G[L.G_NOW] = last
     S.G[L.G_LAST_TS] = last
-    S.C[L.C_EVENTS] += i - start + (st != L.ST_DONE)
+    taken = i - start + (st != L.ST_DONE)
+    S.C[L.C_EVENTS] += taken
+    S.C[L.C_ACCESSES] += taken
+    S.C[L.C_BYTES_ACCESSED] += nbytes
     return st, i
 
 
@@ -410,7 +417,11 @@ def _access_run(S, ts_, op, cpu, device, handle, iova_, paddr, size, offset, fla
     per-event dispatch. Accesses allocate nothing, so no pool can run low.
     A row that may break a rule is left to run_batch, whose check() names
     the rule. Returns (status, first row not taken); run_batch takes that
-    row."""
+    row. The run's accesses and bytes are counted once, at its end, and a
+    handle row is prefetched only when the row ahead names another handle:
+    on a zipf stream over one 256 KiB buffer the two took the build
+    machine from 38-39 to 47 M accesses/s (benchmarks.ab, interleaved),
+    nic-rx unchanged."""
     if S.grid.shape[0]:
         return _accesses(S, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flags, i, dev, d, True)
     return _accesses(S, ts_, op, cpu, device, handle, iova_, paddr, size, offset, flags, i, dev, d, False)

@@ -47,3 +47,14 @@ def handle_row(H, handle, i):
         h = handle[j]
         if h < H.shape[0]:  # also excludes NO_HANDLE
             _prefetch_row(H, h)
+
+
+@njit(cache=True, inline="always")
+def other_handle_row(H, handle, i):
+    """handle_row() when row i + AHEAD names another handle than row i: a
+    stream of accesses that stays on one mapping has its row at hand."""
+    j = i + AHEAD
+    if j < len(handle):
+        h = handle[j]
+        if h < H.shape[0] and h != handle[i]:
+            _prefetch_row(H, h)
