@@ -37,7 +37,10 @@ def find(tag, dom, s, ways, t, d, first=0):
     a time, with an early exit, for its first `first` ways rounded up to 8
     (where a recency-ordered row most often hits), then 64 ways at a time:
     on the build machine a 4,096-way miss took 0.35 us against 0.9 way by
-    way."""
+    way. Past the first 8 or 16 ways, tags are compared first and domains
+    only where a tag matched, so a scan past non-matching ways reads half
+    the bytes: one-pass 9-size sweeps over vfio-guest took 2-4% less (64 sets
+    and fully associative, timed interleaved)."""
     width = tag.shape[1]
     if ways <= 8 <= width:
         m = _match8(tag, dom, s, 0, t, d) & ((1 << ways) - 1)
@@ -52,16 +55,22 @@ def find(tag, dom, s, ways, t, d, first=0):
         return hit
     lo = 0
     while lo < min(first, ways) and lo + 8 <= width:
-        m = _match8(tag, dom, s, lo, t, d) & ((1 << min(8, ways - lo)) - 1)
+        m = _match8(tag, tag, s, lo, t, t) & ((1 << min(8, ways - lo)) - 1)
         if m:
-            return lo + bits.ffs0(m)
+            m &= _match8(tag, dom, s, lo, t, d)
+            if m:
+                return lo + bits.ffs0(m)
         lo += 8
     while ways - lo > 64:
-        m = _matches(tag, dom, s, lo, 64, t, d)
+        m = _matches(tag, tag, s, lo, 64, t, t)
         if m:
-            return lo + bits.ffs0(m)
+            m &= _matches(tag, dom, s, lo, 64, t, d)
+            if m:
+                return lo + bits.ffs0(m)
         lo += 64
-    m = _matches(tag, dom, s, lo, ways - lo, t, d)
+    m = _matches(tag, tag, s, lo, ways - lo, t, t)
+    if m:
+        m &= _matches(tag, dom, s, lo, ways - lo, t, d)
     return lo + bits.ffs0(m) if m else -1
 
 
