@@ -13,7 +13,7 @@ runs one trace --repeat times on one core and reports the fastest run and a
 digest of the run's counters. The sides alternate within a round and the
 order flips from round to round (A B, B A, ...), so a slow spell of a
 shared machine slows both sides, not one. On the 2-core build machine the
-rates of one build drift by up to 1.7x between hours, while A against
+rates of one build drift by up to 2x between hours, while A against
 itself interleaved this way agreed within about 3%: `asv compare` measures one
 commit after the other, so only a comparison like this one resolves a
 change of a few percent. --trace takes nic-rx, zipf-256K or zipf-64M (the
